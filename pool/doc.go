@@ -1,0 +1,22 @@
+// Package pool owns Prism's backend registry and the structures that route a
+// request to one backend: registrations held as leases, a per-policy
+// round-robin selector that takes no lock on the request path, and the FIFO
+// queue that matches a data connection's replies to its requests.
+//
+// Writers (registration, lease close) take a mutex, build a new immutable
+// snapshot of the policies and swap it in atomically. Readers load the
+// snapshot and advance one atomic counter per policy: selection is lock-free
+// and allocates nothing.
+//
+//	r := pool.NewRegistry()
+//	b := &pool.Backend{ID: 1, Policy: 7, Addr: "127.0.0.1:9101"}
+//	r.Register(b)
+//	if p := r.Policy(7); p != nil {
+//		backend := p.Next()
+//	}
+//	r.Remove(b) // the lease closed
+//
+// The data connections themselves are owned by the proxy's event loops
+// (package server), one per backend per loop; FIFO is the queue each of them
+// keeps, and it is not safe for concurrent use.
+package pool

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/prism-proxy/prism/codec"
+)
+
+// Config configures a Proxy. Zero values take the defaults given per field;
+// resolve fills them in one place.
+type Config struct {
+	// Listen is the address for clients and backend registrations.
+	// Default "127.0.0.1:9000"; port 0 picks a free port (see Proxy.Addr).
+	Listen string
+	// Loops is the number of event loops. Zero or negative: one per CPU.
+	Loops int
+	// Timeout bounds each request from its arrival to its answer. Zero: 5s.
+	Timeout time.Duration
+	// Retries is how many other backends of the same policy a request whose
+	// backend failed before replying may be tried on. Negative: 0 (at most
+	// once delivery). The zero value means the default, 1; use NoRetries for 0.
+	Retries int
+	// MaxFrame is the largest message accepted, in bytes. Zero: 1 MiB.
+	MaxFrame int
+	// RegisterToken, when set, must be the token of every setup.
+	RegisterToken string
+	// DialTimeout bounds the connection to a backend's data port. Zero: 2s.
+	DialTimeout time.Duration
+	// DownFor is how long a backend whose data port refused a connection is
+	// passed over by this loop's selection when others remain. Zero: 1s.
+	DownFor time.Duration
+	// MaxClientInflight caps requests in flight per client connection: past
+	// it the proxy stops reading the connection's requests until replies go
+	// out. Zero: 1024.
+	MaxClientInflight int
+	// MaxBackendInflight caps requests in flight per data connection (one per
+	// backend per loop); a full one is passed over, and with all full the
+	// request gets "overloaded". Zero: 16384.
+	MaxBackendInflight int
+	// MaxConnBuffer caps the bytes buffered per connection in either
+	// direction. A client past it in its unread requests or unsent replies
+	// is answered "overloaded" and closed. At half of it the proxy stops
+	// reading a client's requests. Zero: 4 MiB, and at least 2*MaxFrame.
+	MaxConnBuffer int
+	// Logger receives the proxy's log. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// NoRetries is the Config.Retries value for at-most-once delivery.
+const NoRetries = -1
+
+func (c Config) resolve() (Config, error) {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:9000"
+	}
+	if c.Loops <= 0 {
+		c.Loops = runtime.NumCPU()
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.Timeout < 0 {
+		return c, fmt.Errorf("server: negative timeout %v", c.Timeout)
+	}
+	switch {
+	case c.Retries == 0:
+		c.Retries = 1
+	case c.Retries < 0:
+		c.Retries = 0
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = codec.DefaultMaxFrame
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 2 * time.Second
+	}
+	if c.DownFor <= 0 {
+		c.DownFor = time.Second
+	}
+	if c.MaxClientInflight <= 0 {
+		c.MaxClientInflight = 1024
+	}
+	if c.MaxBackendInflight <= 0 {
+		c.MaxBackendInflight = 16384
+	}
+	if c.MaxConnBuffer <= 0 {
+		c.MaxConnBuffer = 4 << 20
+	}
+	if c.MaxConnBuffer < 2*c.MaxFrame+codec.HeaderLen {
+		c.MaxConnBuffer = 2*c.MaxFrame + codec.HeaderLen
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

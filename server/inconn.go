@@ -1,0 +1,311 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"strconv"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/pool"
+)
+
+type role uint8
+
+const (
+	roleUnknown role = iota // no message yet
+	roleClient              // sends requests
+	roleLease               // a backend's registration
+)
+
+var newline = []byte{'\n'}
+
+// inConn is an inbound connection: a client, or a backend's lease once its
+// first message is a setup. Owned by its loop.
+type inConn struct {
+	loop  *loop
+	gc    gnet.Conn // nil once closed: gnet reuses the Conn
+	split codec.Splitter
+	role  role
+
+	// client
+	queue    pool.FIFO[*call] // requests in arrival order, until answered in turn
+	paused   bool             // over the in-flight or outbound cap: not parsing
+	closing  bool             // close once queue drained (stream unusable)
+	dirty    bool
+	out      [][]byte // what flush writes
+	outCalls []*call  // calls whose bytes out refers to
+
+	// lease
+	backend *pool.Backend
+}
+
+// traffic parses what the connection sent.
+func (ic *inConn) traffic() {
+	ic.parse()
+	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
+		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
+	}
+	ic.loop.flush()
+}
+
+// canParse reports whether the connection may take more requests now.
+func (ic *inConn) canParse() bool {
+	cfg := &ic.loop.p.cfg
+	return ic.queue.Len() < cfg.MaxClientInflight && ic.gc.OutboundBuffered() < cfg.MaxConnBuffer/2
+}
+
+// resumeParsing continues with requests left buffered while paused.
+func (ic *inConn) resumeParsing() {
+	if ic.gc == nil || !ic.paused || !ic.canParse() {
+		return
+	}
+	ic.paused = false
+	ic.parse()
+}
+
+func (ic *inConn) parse() {
+	if ic.closing {
+		return
+	}
+	buf, _ := ic.gc.Peek(-1)
+	off := 0
+	for off < len(buf) {
+		if !ic.canParse() {
+			if !ic.paused {
+				ic.paused = true
+				ic.loop.paused = append(ic.loop.paused, ic)
+			}
+			break
+		}
+		body, n, err := ic.split.Next(buf[off:])
+		if errors.Is(err, codec.ErrIncomplete) {
+			break
+		}
+		if err != nil {
+			code, text := codec.CodeBadRequest, "text stream is not a sequence of JSON objects"
+			if errors.Is(err, codec.ErrTooLarge) {
+				code, text = codec.CodeTooLarge, "message larger than "+strconv.Itoa(ic.split.Max)+" bytes"
+			}
+			ic.fatal(code, text)
+			return
+		}
+		off += n
+		ic.message(body)
+		if ic.gc == nil || ic.closing {
+			return
+		}
+	}
+	if off > 0 {
+		ic.gc.Discard(off)
+	}
+}
+
+// fatal answers code after the requests already queued, then closes: the
+// stream cannot be resynchronised.
+func (ic *inConn) fatal(code, text string) {
+	if ic.gc == nil {
+		return
+	}
+	ic.closing = true
+	ic.gc.Discard(-1)
+	c := ic.loop.newCall(ic, nil, 0, 0)
+	ic.queue.Push(c)
+	ic.loop.answerError(c, code, text)
+}
+
+// message handles one framed message.
+func (ic *inConn) message(body []byte) {
+	l := ic.loop
+	m := &l.msg
+	err := l.dec.Decode(body, m)
+	if err == nil && m.Has&codec.HasType == 0 {
+		err = codec.ErrType
+	}
+	if err == nil && ic.role == roleUnknown {
+		ic.role = roleClient
+		if m.Type == codec.TypeSetup {
+			ic.role = roleLease
+		}
+	}
+	if err == nil && ic.role == roleLease {
+		ic.setup(m)
+		return
+	}
+	var policy int64
+	if err == nil {
+		policy, err = m.ValidateRequest()
+	}
+	if ic.role == roleUnknown {
+		ic.role = roleClient
+	}
+	c := l.newCall(ic, body, m.SrcID, policy)
+	ic.queue.Push(c)
+	l.metrics.requests.Add(1)
+	if err != nil {
+		l.answerError(c, codec.CodeBadRequest, badRequestText(err))
+		return
+	}
+	if l.p.draining.Load() {
+		l.answerError(c, codec.CodeShuttingDown, "the proxy is shutting down")
+		return
+	}
+	l.dispatch(c)
+}
+
+func badRequestText(err error) string {
+	switch {
+	case errors.Is(err, codec.ErrType):
+		return "not a request: type must be 0"
+	case errors.Is(err, codec.ErrSyntax):
+		return "malformed JSON"
+	case errors.Is(err, codec.ErrNotObject):
+		return "message is not a JSON object"
+	case errors.Is(err, codec.ErrFieldType):
+		return "srcid, privPoliId and payloadsize must be integers and payload a string"
+	case errors.Is(err, codec.ErrMissingField):
+		return "a request needs srcid, privPoliId, payloadsize and payload"
+	case errors.Is(err, codec.ErrPayloadSize):
+		return "payloadsize does not match the payload's UTF-8 length"
+	case errors.Is(err, codec.ErrUTF8):
+		return "payload is not valid UTF-8"
+	case errors.Is(err, codec.ErrPolicyConflict):
+		return "privPoliId and privPolyId disagree"
+	}
+	return err.Error()
+}
+
+// setup registers the backend of a lease connection.
+func (ic *inConn) setup(m *codec.Message) {
+	l := ic.loop
+	cfg := &l.p.cfg
+	policy, err := m.ValidateSetup()
+	if err == nil && ic.backend != nil {
+		err = errors.New("this connection already holds a registration")
+	}
+	if err != nil {
+		text := badRequestText(err)
+		if errors.Is(err, codec.ErrType) {
+			text = "a registration connection takes only setup messages"
+		} else if errors.Is(err, codec.ErrMissingField) {
+			text = "a setup needs id, privPolyId and listenport"
+		} else if errors.Is(err, codec.ErrPort) {
+			text = "listenport must be 1..65535"
+		}
+		ic.reply(codec.AppendError(nil, m.ID, codec.CodeBadRequest, text))
+		return
+	}
+	if cfg.RegisterToken != "" && m.Token != cfg.RegisterToken {
+		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: wrong or missing token"))
+		ic.closing = true
+		ic.gc.Close()
+		l.p.cfg.Logger.Warn("setup refused", "id", m.ID, "peer", ic.gc.RemoteAddr().String())
+		return
+	}
+	host := "127.0.0.1"
+	if ta, ok := ic.gc.RemoteAddr().(*net.TCPAddr); ok {
+		host = ta.IP.String()
+	}
+	b := &pool.Backend{
+		ID:      m.ID,
+		Policy:  policy,
+		Addr:    net.JoinHostPort(host, strconv.FormatInt(m.ListenPort, 10)),
+		Framing: ic.split.Framing,
+	}
+	replaced := l.p.registry.Register(b)
+	ic.backend = b
+	ic.reply(codec.AppendAck(nil, m.ID, policy))
+	l.p.cfg.Logger.Info("backend registered", "id", b.ID, "policy", b.Policy, "addr", b.Addr,
+		"framing", b.Framing.String(), "replaced", replaced != nil)
+}
+
+// reply writes one message of the proxy's own on a lease connection.
+func (ic *inConn) reply(body []byte) {
+	buf := bytebufferpool.Get()
+	buf.B = codec.AppendFramed(buf.B[:0], ic.split.Framing, body)
+	ic.gc.Write(buf.B)
+	bytebufferpool.Put(buf)
+}
+
+// deliver moves answered calls at the head of the queue to the output, in
+// request order.
+func (ic *inConn) deliver() {
+	for {
+		c, ok := ic.queue.Front()
+		if !ok || !c.answered || c.reply == nil {
+			break
+		}
+		ic.queue.Pop()
+		c.inClient = false
+		ic.out = append(ic.out, c.reply.B)
+		ic.outCalls = append(ic.outCalls, c)
+	}
+	if len(ic.out) > 0 {
+		ic.loop.markClientDirty(ic)
+	}
+}
+
+// flush writes the delivered answers in one writev (gnet copies what the
+// socket does not take), then recycles their calls.
+func (ic *inConn) flush() {
+	for len(ic.out) > 0 && ic.gc != nil {
+		n := min(len(ic.out), maxIOV)
+		ic.gc.Writev(ic.out[:n])
+		ic.out = ic.out[n:]
+	}
+	clear(ic.out[:cap(ic.out)])
+	ic.out = ic.out[:0]
+	for _, c := range ic.outCalls {
+		ic.loop.release(c)
+	}
+	clear(ic.outCalls)
+	ic.outCalls = ic.outCalls[:0]
+	if ic.gc == nil {
+		return
+	}
+	if ic.closing && ic.queue.Len() == 0 {
+		ic.gc.Close()
+		return
+	}
+	if ic.gc.OutboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
+		ic.closing = true
+		ic.gc.Close() // the client does not read its replies
+		return
+	}
+	if ic.paused && ic.canParse() {
+		ic.loop.resume = append(ic.loop.resume, ic)
+	}
+}
+
+// maxIOV is the most slices one writev takes (Linux's UIO_MAXIOV).
+const maxIOV = 1024
+
+// closed releases the connection's calls; replies still due from backends
+// are discarded when they come.
+func (ic *inConn) closed() {
+	l := ic.loop
+	ic.gc = nil
+	if ic.backend != nil {
+		if l.p.registry.Remove(ic.backend) {
+			l.p.cfg.Logger.Info("backend left", "id", ic.backend.ID, "policy", ic.backend.Policy)
+		}
+	}
+	for {
+		c, ok := ic.queue.Pop()
+		if !ok {
+			break
+		}
+		c.inClient = false
+		if l.markAnswered(c) {
+			l.metrics.abandoned.Add(1)
+		}
+		l.release(c)
+	}
+	for _, c := range ic.outCalls {
+		l.release(c)
+	}
+	ic.outCalls = ic.outCalls[:0]
+	ic.out = ic.out[:0]
+}

@@ -1,0 +1,284 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/pool"
+)
+
+// link is one loop's persistent data connection to one backend. Requests of
+// every client of the loop are pipelined on it; the backend answers in order,
+// so replies match the fifo's head. Owned by its loop.
+type link struct {
+	loop    *loop
+	backend *pool.Backend
+	gc      gnet.Conn // nil while dialing and once closed
+
+	dialing   bool
+	downUntil int64 // unix nanoseconds: a refused dial keeps the backend out until then
+
+	fifo   pool.FIFO[*call] // sent calls, then unsent ones
+	unsent int              // calls at the fifo's tail not yet written
+	dirty  bool
+	iov    [][]byte
+	split  codec.Splitter
+}
+
+// dispatch sends c to a backend of its policy, round robin, passing over
+// backends this loop cannot use now (refused, full) and the one that just
+// failed c.
+func (l *loop) dispatch(c *call) {
+	pol := l.p.registry.Policy(c.policy)
+	if pol == nil {
+		l.answerError(c, codec.CodeNoBackend, "no backend serves policy "+itoa(c.policy))
+		return
+	}
+	now := time.Now().UnixNano()
+	full := false
+	b := pol.NextExcept(func(b *pool.Backend) bool {
+		if b == c.last && len(pol.Backends) > 1 {
+			return true
+		}
+		lk := l.links[b]
+		if lk == nil {
+			return false
+		}
+		if lk.gc == nil && !lk.dialing && now < lk.downUntil {
+			return true
+		}
+		if lk.fifo.Len() >= l.p.cfg.MaxBackendInflight ||
+			(lk.gc != nil && lk.gc.OutboundBuffered() > l.p.cfg.MaxConnBuffer) {
+			full = true
+			return true
+		}
+		return false
+	})
+	switch {
+	case b == nil && full:
+		l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
+		return
+	case b == nil || b == c.last:
+		l.answerError(c, codec.CodeBackendUnavailable, "no backend of policy "+itoa(c.policy)+" could be reached")
+		return
+	}
+	c.attempts++
+	c.last = b
+	lk := l.links[b]
+	if lk == nil || (lk.gc == nil && !lk.dialing) {
+		lk = l.dial(b)
+	}
+	lk.fifo.Push(c)
+	c.inLink = true
+	lk.unsent++
+	if lk.gc != nil {
+		l.markLinkDirty(lk)
+	}
+}
+
+// dial starts this loop's data connection to b. The dial runs on its own
+// goroutine; the connection joins this loop (OnOpen runs here) or the
+// failure comes back as a task.
+func (l *loop) dial(b *pool.Backend) *link {
+	lk := l.links[b]
+	if lk == nil {
+		lk = &link{loop: l, backend: b}
+		lk.split.Framing = b.Framing
+		lk.split.Max = l.p.cfg.MaxFrame
+		l.links[b] = lk
+	}
+	lk.dialing = true
+	l.metrics.dials.Add(1)
+	go dialBackend(lk, b.Addr, l.p.cfg.DialTimeout)
+	return lk
+}
+
+func dialBackend(lk *link, addr string, timeout time.Duration) {
+	el := lk.loop.el
+	fail := func(err error) {
+		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			lk.dialFailed(err)
+			return nil
+		}))
+	}
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	res, err := el.Enroll(gnet.NewContext(context.Background(), lk), nc)
+	if err != nil {
+		nc.Close()
+		fail(err)
+		return
+	}
+	if r := <-res; r.Err != nil {
+		fail(r.Err)
+	}
+}
+
+// opened runs in OnOpen: the queued calls can go.
+func (lk *link) opened(gc gnet.Conn) {
+	lk.gc = gc
+	lk.dialing = false
+	lk.downUntil = 0
+	if lk.unsent > 0 {
+		lk.loop.markLinkDirty(lk)
+	}
+}
+
+func (lk *link) dialFailed(err error) {
+	l := lk.loop
+	lk.dialing = false
+	lk.downUntil = time.Now().Add(l.p.cfg.DownFor).UnixNano()
+	l.metrics.dialErrors.Add(1)
+	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+	lk.failAll()
+	l.flush()
+}
+
+// flush writes the unsent calls in one writev.
+func (lk *link) flush() {
+	if lk.gc == nil || lk.unsent == 0 {
+		return
+	}
+	f := lk.backend.Framing
+	for i := lk.fifo.Len() - lk.unsent; i < lk.fifo.Len(); i++ {
+		lk.iov = append(lk.iov, lk.fifo.At(i).reqFor(f))
+	}
+	lk.unsent = 0
+	iov := lk.iov
+	for len(iov) > 0 && lk.gc != nil {
+		n := min(len(iov), maxIOV)
+		lk.gc.Writev(iov[:n])
+		iov = iov[n:]
+	}
+	clear(lk.iov)
+	lk.iov = lk.iov[:0]
+}
+
+// traffic matches replies to the fifo's head and hands them to their clients.
+func (lk *link) traffic() {
+	l := lk.loop
+	buf, _ := lk.gc.Peek(-1)
+	off := 0
+	broken := false
+	for off < len(buf) {
+		body, n, err := lk.split.Next(buf[off:])
+		if errors.Is(err, codec.ErrIncomplete) {
+			break
+		}
+		if err != nil || lk.fifo.Len() <= lk.unsent {
+			// A reply nobody asked for, or a stream that cannot be cut:
+			// the calls in flight are retried elsewhere.
+			l.p.cfg.Logger.Warn("backend broke the protocol: closing its data connection",
+				"id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+			broken = true
+			break
+		}
+		c, _ := lk.fifo.Pop()
+		frame := buf[off : off+n]
+		off += n
+		c.inLink = false
+		if !l.markAnswered(c) {
+			l.metrics.late.Add(1)
+			l.release(c)
+			continue
+		}
+		l.metrics.replies.Add(1)
+		c.client.answerReply(c, lk.backend.Framing, frame, body)
+	}
+	l.flush() // clients' output may point into buf: write before discarding
+	if broken && lk.gc != nil {
+		lk.gc.Discard(-1)
+		lk.gc.Close()
+		return
+	}
+	if off > 0 && lk.gc != nil {
+		lk.gc.Discard(off)
+	}
+	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
+		lk.gc.Close()
+	}
+}
+
+// answerReply delivers a backend's reply. At the head of the queue it goes
+// out by reference to the link's buffer, later ones are copied to wait
+// their turn.
+func (ic *inConn) answerReply(c *call, from codec.Framing, frame, body []byte) {
+	to := ic.split.Framing
+	if front, _ := ic.queue.Front(); front != c {
+		c.reply = bytebufferpool.Get()
+		c.reply.B = codec.AppendFramed(c.reply.B[:0], to, body)
+		return
+	}
+	ic.queue.Pop()
+	c.inClient = false
+	switch {
+	case to == codec.Binary && from == codec.Binary:
+		ic.out = append(ic.out, frame)
+	case to == codec.Binary:
+		binary.BigEndian.PutUint32(c.hdr[:], uint32(len(body)))
+		ic.out = append(ic.out, c.hdr[:], body)
+	default:
+		ic.out = append(ic.out, body, newline)
+	}
+	ic.outCalls = append(ic.outCalls, c)
+	ic.deliver()
+	ic.loop.markClientDirty(ic)
+}
+
+// closed runs in OnClose: calls that were not answered are retried on
+// another backend or answered backend_unavailable.
+func (lk *link) closed(gc gnet.Conn, err error) {
+	l := lk.loop
+	lk.gc = nil
+	lk.dialing = false
+	if l.links[lk.backend] == lk {
+		delete(l.links, lk.backend)
+	}
+	if lk.fifo.Len() > 0 {
+		l.p.cfg.Logger.Debug("data connection closed with requests in flight",
+			"id", lk.backend.ID, "inflight", lk.fifo.Len(), "err", err)
+	}
+	lk.failAll()
+}
+
+// failAll empties the fifo: answered calls are dropped, the others retried
+// or answered backend_unavailable.
+func (lk *link) failAll() {
+	l := lk.loop
+	lk.unsent = 0
+	for {
+		c, ok := lk.fifo.Pop()
+		if !ok {
+			break
+		}
+		c.inLink = false
+		if c.answered {
+			l.release(c)
+			continue
+		}
+		if c.attempts <= l.p.cfg.Retries {
+			l.metrics.retries.Add(1)
+			l.dispatch(c)
+			continue
+		}
+		l.answerError(c, codec.CodeBackendUnavailable,
+			"backend "+itoa(lk.backend.ID)+" failed before replying")
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
