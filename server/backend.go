@@ -202,11 +202,8 @@ func (s *BackendServer) Close() error {
 	case <-s.done:
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.engine.Stop(ctx)
-	<-s.done
-	return err
+	stopEngine(s.engine, s.done)
+	return nil
 }
 
 // holdLease registers with one proxy and keeps the lease open, registering

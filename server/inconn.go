@@ -250,12 +250,15 @@ func (ic *inConn) deliver() {
 // flush writes the delivered answers in one writev (gnet copies what the
 // socket does not take), then recycles their calls.
 func (ic *inConn) flush() {
-	for len(ic.out) > 0 && ic.gc != nil {
-		n := min(len(ic.out), maxIOV)
-		ic.gc.Writev(ic.out[:n])
-		ic.out = ic.out[n:]
+	// A failed write closes the connection inside Writev (OnClose runs
+	// there), so work on a local view and release the calls afterwards.
+	out := ic.out
+	for len(out) > 0 && ic.gc != nil {
+		n := min(len(out), maxIOV)
+		ic.gc.Writev(out[:n])
+		out = out[n:]
 	}
-	clear(ic.out[:cap(ic.out)])
+	clear(ic.out)
 	ic.out = ic.out[:0]
 	for _, c := range ic.outCalls {
 		ic.loop.release(c)
@@ -303,9 +306,6 @@ func (ic *inConn) closed() {
 		}
 		l.release(c)
 	}
-	for _, c := range ic.outCalls {
-		l.release(c)
-	}
-	ic.outCalls = ic.outCalls[:0]
-	ic.out = ic.out[:0]
+	// Calls already delivered to out are released by the flush that is
+	// due: the connection is on the loop's dirty list.
 }

@@ -123,13 +123,20 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if e := p.engine.Stop(stopCtx); e != nil && err == nil && !errors.Is(e, context.DeadlineExceeded) {
-		err = e
-	}
-	<-p.done
+	stopEngine(p.engine, p.done)
 	return err
+}
+
+// stopEngine stops a gnet engine and waits until Run returned. Engine.Stop
+// polls for the end every 500ms; Run returns as soon as the loops are done.
+func stopEngine(eng gnet.Engine, done <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	go func() {
+		defer cancel()
+		eng.Stop(ctx)
+	}()
+	<-done
+	cancel()
 }
 
 func (p *Proxy) unanswered() int64 {

@@ -1,0 +1,413 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prism-proxy/prism/client"
+	"github.com/prism-proxy/prism/codec"
+)
+
+func TestRoundTripFramings(t *testing.T) {
+	for _, bf := range []codec.Framing{codec.Binary, codec.Text} {
+		for _, cf := range []codec.Framing{codec.Binary, codec.Text} {
+			t.Run(fmt.Sprintf("backend_%v/client_%v", bf, cf), func(t *testing.T) {
+				p := startProxy(t, Config{})
+				startBackend(t, p, 1, 7, Upper, bf)
+				c := dial(t, p, cf)
+				for _, payload := range []string{"hello", "h\u00e9 \"quoted\" {braces}", ""} {
+					a := roundTrip(t, c, 42, 7, payload)
+					if a.Type != codec.TypeReply || a.SrcID != 1 || a.DestID != 42 || a.Payload != strings.ToUpper(payload) {
+						t.Fatalf("answer %+v; want reply from 1 to 42 with %q", a, strings.ToUpper(payload))
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestRoundRobinExact(t *testing.T) {
+	p := startProxy(t, Config{})
+	bs := []*BackendServer{
+		startBackend(t, p, 1, 7, Echo, codec.Binary),
+		startBackend(t, p, 2, 7, Echo, codec.Text),
+		startBackend(t, p, 3, 7, Echo, codec.Binary),
+	}
+	// Several clients (spread over both loops) share the policy's counter.
+	var wg sync.WaitGroup
+	for i := range 4 {
+		c := dial(t, p, codec.Binary)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 30 {
+				c.Send(int64(i), 7, fmt.Sprint(j))
+			}
+			c.Flush()
+			var m codec.Message
+			for range 30 {
+				if err := c.Recv(&m); err != nil || m.Type != codec.TypeReply {
+					t.Errorf("answer %+v, %v", m, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, b := range bs {
+		if got := b.Served(); got != 40 {
+			t.Errorf("backend %d served %d; want 40", b.ID(), got)
+		}
+	}
+}
+
+func TestIsolationUnderLoad(t *testing.T) {
+	p := startProxy(t, Config{})
+	policyOf := map[int64]int64{}
+	for id := int64(1); id <= 6; id++ {
+		policy := 10 + (id-1)/2
+		startBackend(t, p, id, policy, Echo, codec.Binary)
+		policyOf[id] = policy
+	}
+	var wg sync.WaitGroup
+	for cid := range int64(8) {
+		c := dial(t, p, codec.Binary)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(cid), 1))
+			const n = 400
+			sent := make([]int64, n)
+			go func() {
+				for i := range n {
+					sent[i] = 10 + rng.Int64N(4) // policy 13 has no backend
+					c.Send(cid, sent[i], fmt.Sprint(i))
+				}
+				c.Flush()
+			}()
+			var m codec.Message
+			for i := range n {
+				if err := c.Recv(&m); err != nil {
+					t.Error(err)
+					return
+				}
+				switch {
+				case sent[i] == 13:
+					if m.Type != codec.TypeError || m.Code != codec.CodeNoBackend || m.DestID != cid {
+						t.Errorf("policy 13: %+v; want no_backend to %d", m, cid)
+					}
+				case m.Type != codec.TypeReply || policyOf[m.SrcID] != sent[i] || m.Payload != fmt.Sprint(i) || m.DestID != cid:
+					t.Errorf("request %d of policy %d answered by %+v", i, sent[i], m)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestPipelinedOrderAcrossSlowAndFastBackends(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		time.Sleep(2 * time.Millisecond)
+		return s, true
+	})
+	newFakeBackend(t, p, 2, 7, echo)
+	c := dial(t, p, codec.Binary)
+	const n = 300
+	for i := range n {
+		c.Send(9, 7, fmt.Sprint(i))
+	}
+	c.Flush()
+	for i := range n {
+		if a := recv(t, c); a.Payload != fmt.Sprint(i) {
+			t.Fatalf("answer %d is %+v", i, a)
+		}
+	}
+}
+
+func TestTimeoutKeepsMatching(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, Timeout: 200 * time.Millisecond})
+	release := make(chan struct{})
+	newFakeBackend(t, p, 1, 7, func(n int, s string) (string, bool) {
+		if n == 1 {
+			<-release // the first request stalls past its timeout
+		}
+		return "re:" + s, true
+	})
+	c := dial(t, p, codec.Binary)
+	start := time.Now()
+	if a := roundTrip(t, c, 5, 7, "slow"); a.Type != codec.TypeError || a.Code != codec.CodeTimeout || a.DestID != 5 {
+		t.Fatalf("stalled request answered %+v; want timeout", a)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("timeout came after %v", d)
+	}
+	close(release)
+	// The late reply to "slow" must be discarded, not handed to "next".
+	if a := roundTrip(t, c, 5, 7, "next"); a.Type != codec.TypeReply || a.Payload != "re:next" {
+		t.Fatalf("request after a timeout answered %+v; want re:next", a)
+	}
+	waitFor(t, "late reply counted", time.Second, func() bool { return p.Metrics().Snapshot().Late == 1 })
+}
+
+func TestRetryOnAnotherBackend(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		retries int
+		code    string
+	}{
+		{"default retries", 0, ""},
+		{"no retries", NoRetries, codec.CodeBackendUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxy(t, Config{Loops: 1, Retries: tt.retries})
+			dying := newFakeBackend(t, p, 1, 7, func(int, string) (string, bool) { return "", false })
+			newFakeBackend(t, p, 2, 7, echo)
+			c := dial(t, p, codec.Binary)
+			a := roundTrip(t, c, 5, 7, "x") // round robin starts at backend 1
+			if len(dying.received()) != 1 {
+				t.Fatalf("backend 1 got %v", dying.received())
+			}
+			if tt.code == "" && (a.Type != codec.TypeReply || a.SrcID != 2) {
+				t.Fatalf("answer %+v; want a retried reply from 2", a)
+			}
+			if tt.code != "" && a.Code != tt.code {
+				t.Fatalf("answer %+v; want %s", a, tt.code)
+			}
+		})
+	}
+}
+
+func TestUnreachableBackend(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nobody listens on port: dials are refused
+	fb := &fakeBackend{t: t, id: 1}
+	fb.register(p, 7, port)
+	t.Cleanup(fb.unregister)
+	c := dial(t, p, codec.Binary)
+	if a := roundTrip(t, c, 5, 7, "x"); a.Code != codec.CodeBackendUnavailable {
+		t.Fatalf("answer %+v; want backend_unavailable", a)
+	}
+	// With a healthy backend beside it, requests go there.
+	newFakeBackend(t, p, 2, 7, echo)
+	for range 4 {
+		if a := roundTrip(t, c, 5, 7, "y"); a.Type != codec.TypeReply || a.SrcID != 2 {
+			t.Fatalf("answer %+v; want reply from 2", a)
+		}
+	}
+}
+
+func TestRegisterToken(t *testing.T) {
+	p := startProxy(t, Config{RegisterToken: "s3cret"})
+	for _, tt := range []struct {
+		token string
+		want  int64
+	}{{"", codec.TypeError}, {"wrong", codec.TypeError}, {"s3cret", codec.TypeAck}} {
+		nc, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := client.New(nc, client.Options{})
+		c.SendRaw(codec.AppendSetup(nil, 1, 7, 9999, tt.token))
+		c.Flush()
+		var m codec.Message
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := c.Recv(&m); err != nil || m.Type != tt.want {
+			t.Fatalf("token %q: %+v %v; want type %d", tt.token, m, err, tt.want)
+		}
+		if m.Type == codec.TypeError && m.Code != codec.CodeUnauthorized {
+			t.Fatalf("token %q: code %q", tt.token, m.Code)
+		}
+		nc.Close()
+	}
+}
+
+func TestLeaseAndReregistration(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	a := newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { return "a", true })
+	b := newFakeBackend(t, p, 2, 7, func(_ int, s string) (string, bool) { return "b", true })
+	c := dial(t, p, codec.Binary)
+	a.unregister()
+	waitFor(t, "lease close", 2*time.Second, func() bool { return len(p.Registry().Policy(7).Backends) == 1 })
+	for range 4 {
+		if r := roundTrip(t, c, 1, 7, "x"); r.Payload != "b" {
+			t.Fatalf("after backend 1 left: %+v", r)
+		}
+	}
+	// Same id again: the new registration replaces the old one.
+	b2 := newFakeBackend(t, p, 2, 7, func(_ int, s string) (string, bool) { return "b2", true })
+	for range 4 {
+		if r := roundTrip(t, c, 1, 7, "x"); r.Payload != "b2" {
+			t.Fatalf("after re-registration: %+v", r)
+		}
+	}
+	// The old lease closing does not remove the new registration.
+	b.unregister()
+	time.Sleep(50 * time.Millisecond) // give a wrong removal the chance to happen
+	if r := roundTrip(t, c, 1, 7, "x"); r.Payload != "b2" {
+		t.Fatalf("after the replaced lease closed: %+v", r)
+	}
+	b2.unregister()
+	waitFor(t, "last lease close", 2*time.Second, func() bool { return p.Registry().Policy(7) == nil })
+	if r := roundTrip(t, c, 1, 7, "x"); r.Code != codec.CodeNoBackend {
+		t.Fatalf("with no backend: %+v", r)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	p := startProxy(t, Config{MaxFrame: 1024})
+	startBackend(t, p, 1, 7, Echo, codec.Binary)
+	t.Run("bad request keeps binary connection", func(t *testing.T) {
+		c := dial(t, p, codec.Binary)
+		for _, body := range []string{`{"type":0,"srcid":5,`, `[1]`, `{"type":0,"srcid":5,"privPoliId":7,"payloadsize":2,"payload":"x"}`, `{"type":2}`} {
+			c.SendRaw([]byte(body))
+			c.Flush()
+			if a := recv(t, c); a.Code != codec.CodeBadRequest {
+				t.Fatalf("%s answered %+v", body, a)
+			}
+		}
+		if a := roundTrip(t, c, 5, 7, "ok"); a.Type != codec.TypeReply {
+			t.Fatalf("after bad requests: %+v", a)
+		}
+	})
+	t.Run("too large closes", func(t *testing.T) {
+		nc, _ := net.Dial("tcp", p.Addr())
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		var hdr [4]byte
+		binary.BigEndian.PutUint32(hdr[:], 4096)
+		nc.Write(hdr[:])
+		c := client.New(nc, client.Options{})
+		if a := recv(t, c); a.Code != codec.CodeTooLarge {
+			t.Fatalf("answer %+v; want too_large", a)
+		}
+		if _, err := c.RecvRaw(); err == nil {
+			t.Fatal("connection still open after too_large")
+		}
+	})
+	t.Run("broken text closes after answering earlier requests", func(t *testing.T) {
+		nc, _ := net.Dial("tcp", p.Addr())
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		good := codec.AppendRequest(nil, 3, 7, "first")
+		nc.Write(append(append(good, '\n'), "garbage\n"...))
+		c := client.New(nc, client.Options{Framing: codec.Text})
+		if a := recv(t, c); a.Payload != "first" {
+			t.Fatalf("first answer %+v", a)
+		}
+		if a := recv(t, c); a.Code != codec.CodeBadRequest {
+			t.Fatalf("garbage answered %+v", a)
+		}
+		if _, err := c.RecvRaw(); err == nil {
+			t.Fatal("connection still open after unframeable text")
+		}
+	})
+}
+
+// A client that sends far more than the in-flight cap to a stalled backend
+// is read only up to the cap; every request is still answered, and other
+// clients are served meanwhile.
+func TestInflightCapWithStalledBackend(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, Timeout: 300 * time.Millisecond, MaxClientInflight: 4})
+	stall := make(chan struct{})
+	t.Cleanup(func() { close(stall) })
+	stalled := newFakeBackend(t, p, 1, 7, func(int, string) (string, bool) { <-stall; return "", false })
+	newFakeBackend(t, p, 2, 8, echo)
+	c := dial(t, p, codec.Binary)
+	const n = 12
+	for i := range n {
+		c.Send(5, 7, fmt.Sprint(i))
+	}
+	c.Flush()
+	other := dial(t, p, codec.Binary)
+	if a := roundTrip(t, other, 6, 8, "fine"); a.Payload != "fine" {
+		t.Fatalf("other client: %+v", a)
+	}
+	if s := p.Metrics().Snapshot(); s.Requests > 4+1 {
+		t.Fatalf("proxy read %d requests; want at most the cap of 4 (+1 of the other client)", s.Requests)
+	}
+	for i := range n {
+		if a := recv(t, c); a.Code != codec.CodeTimeout {
+			t.Fatalf("answer %d: %+v; want timeout", i, a)
+		}
+	}
+	_ = stalled
+}
+
+// A client that never reads its replies is closed once its unsent replies
+// pass MaxConnBuffer; the proxy's memory for it stays bounded.
+func TestSlowReaderIsClosed(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, MaxFrame: 64 << 10, MaxConnBuffer: 256 << 10})
+	startBackend(t, p, 1, 7, Echo, codec.Binary)
+	nc, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4096)
+	payload := strings.Repeat("x", 60<<10)
+	frame := codec.AppendFramed(nil, codec.Binary, codec.AppendRequest(nil, 1, 7, payload))
+	nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	go func() { // keep sending, never read: a write fails once the proxy closes us
+		for {
+			if _, err := nc.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "the proxy to close the slow reader", 10*time.Second, func() bool {
+		return p.Metrics().Snapshot().Conns <= 1 // the backend's lease
+	})
+	other := dial(t, p, codec.Binary)
+	if a := roundTrip(t, other, 2, 7, "still serving"); a.Payload != "still serving" {
+		t.Fatalf("other client: %+v", a)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		time.Sleep(100 * time.Millisecond)
+		return s, true
+	})
+	c := dial(t, p, codec.Binary)
+	for i := range 3 {
+		c.Send(5, 7, fmt.Sprint(i))
+	}
+	c.Flush()
+	waitFor(t, "requests in flight", time.Second, func() bool { return p.Metrics().Snapshot().Inflight == 3 })
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	waitFor(t, "draining", time.Second, func() bool { return p.draining.Load() })
+	c.Send(5, 7, "late")
+	c.Flush()
+	for i := range 3 {
+		if a := recv(t, c); a.Payload != fmt.Sprint(i) {
+			t.Fatalf("in-flight request %d answered %+v", i, a)
+		}
+	}
+	if a := recv(t, c); a.Code != codec.CodeShuttingDown {
+		t.Fatalf("request during drain answered %+v", a)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RecvRaw(); err != io.EOF && err != io.ErrUnexpectedEOF && !isClosedErr(err) {
+		t.Fatalf("after shutdown: %v", err)
+	}
+}
+
+func isClosedErr(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "closed"))
+}
