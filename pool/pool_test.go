@@ -1,0 +1,131 @@
+package pool
+
+import (
+	"sync"
+	"testing"
+)
+
+func TestRoundRobinExact(t *testing.T) {
+	r := NewRegistry()
+	bs := []*Backend{{ID: 3, Policy: 7}, {ID: 1, Policy: 7}, {ID: 2, Policy: 7}, {ID: 9, Policy: 8}}
+	for _, b := range bs {
+		r.Register(b)
+	}
+	count := map[int64]int{}
+	var prev int64 = -1
+	for range 30 {
+		b := r.Policy(7).Next()
+		if b.Policy != 7 {
+			t.Fatalf("policy 7 selected backend %d of policy %d", b.ID, b.Policy)
+		}
+		if b.ID == prev {
+			t.Fatalf("backend %d selected twice in a row", b.ID)
+		}
+		prev = b.ID
+		count[b.ID]++
+	}
+	for _, id := range []int64{1, 2, 3} {
+		if count[id] != 10 {
+			t.Fatalf("counts %v; want 10 each for 1, 2, 3", count)
+		}
+	}
+	if r.Policy(99) != nil {
+		t.Fatal("policy without backends has a selector")
+	}
+}
+
+func TestRoundRobinConcurrent(t *testing.T) {
+	r := NewRegistry()
+	for id := range int64(4) {
+		r.Register(&Backend{ID: id, Policy: 1})
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				r.Policy(1).Next()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, b := range r.Backends() {
+		if b.Routed() != 2000 {
+			t.Fatalf("backend %d routed %d; want 2000", b.ID, b.Routed())
+		}
+	}
+}
+
+func TestReplaceAndRemove(t *testing.T) {
+	r := NewRegistry()
+	old := &Backend{ID: 1, Policy: 7, Addr: "a"}
+	r.Register(old)
+	other := &Backend{ID: 2, Policy: 7, Addr: "b"}
+	r.Register(other)
+	repl := &Backend{ID: 1, Policy: 7, Addr: "c"}
+	if got := r.Register(repl); got != old {
+		t.Fatalf("Register returned %v; want the old registration", got)
+	}
+	if !old.Removed() {
+		t.Fatal("replaced backend not marked removed")
+	}
+	if r.Remove(old) {
+		t.Fatal("removing the replaced registration removed the new one")
+	}
+	ps := r.Policy(7).Backends
+	if len(ps) != 2 || ps[0] != other || ps[1] != repl {
+		t.Fatalf("backends %v; want other then the replacement", ps)
+	}
+	// A backend moving to another policy leaves the old one's rotation.
+	moved := &Backend{ID: 2, Policy: 8}
+	r.Register(moved)
+	if ps := r.Policy(7).Backends; len(ps) != 1 || ps[0] != repl {
+		t.Fatalf("policy 7 after move: %v", ps)
+	}
+	if !r.Remove(moved) || !r.Remove(repl) || r.Policy(7) != nil || r.Policy(8) != nil {
+		t.Fatal("registry not empty after removing everything")
+	}
+}
+
+func TestNextExcept(t *testing.T) {
+	r := NewRegistry()
+	a, b := &Backend{ID: 1, Policy: 7}, &Backend{ID: 2, Policy: 7}
+	r.Register(a)
+	r.Register(b)
+	p := r.Policy(7)
+	for range 4 {
+		if got := p.NextExcept(func(x *Backend) bool { return x == a }); got != b {
+			t.Fatalf("got %v; want b", got)
+		}
+	}
+	if got := p.NextExcept(func(*Backend) bool { return true }); got != nil {
+		t.Fatalf("all skipped: got %v; want nil", got)
+	}
+}
+
+func TestFIFO(t *testing.T) {
+	var q FIFO[int]
+	next := 0
+	for round := range 50 {
+		for i := range round % 13 {
+			q.Push(round*100 + i)
+		}
+		for i := range round % 7 {
+			v, ok := q.Pop()
+			if !ok {
+				break
+			}
+			_ = i
+			if v < next {
+				t.Fatalf("popped %d after %d", v, next)
+			}
+			next = v
+		}
+	}
+	for i := range q.Len() {
+		if i > 0 && q.At(i) < q.At(i-1) {
+			t.Fatal("queue out of order")
+		}
+	}
+}
