@@ -167,13 +167,13 @@ func (s *BackendServer) Policy() int64 { return s.cfg.Policy }
 func (s *BackendServer) WaitRegistered(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		n, ch := len(s.acked), s.ackCh
+		ch := s.ackCh
 		all := true
 		for _, a := range s.cfg.Proxies {
 			all = all && s.acked[a]
 		}
 		s.mu.Unlock()
-		if all && n >= 0 {
+		if all {
 			return nil
 		}
 		select {

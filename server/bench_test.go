@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/prism-proxy/prism/client"
@@ -107,4 +108,90 @@ func BenchmarkSelector(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkProxyClients is many clients at once through a one-loop proxy:
+// the case where a message proxy batches several clients' requests into one
+// backend write. One op is one request.
+func BenchmarkProxyClients(b *testing.B) {
+	for _, pipeline := range []int{1, 16} {
+		b.Run("conns=32/pipeline="+strconv.Itoa(pipeline), func(b *testing.B) {
+			p := startProxy(b, Config{Loops: 1})
+			startBackend(b, p, 1, 7, Echo, codec.Binary)
+			startBackend(b, p, 2, 7, Echo, codec.Binary)
+			benchClients(b, 32, pipeline, func() *client.Conn { return dial(b, p, codec.Binary) })
+		})
+	}
+}
+
+// benchClients spreads b.N requests over conns clients keeping depth each in flight.
+func benchClients(b *testing.B, conns, depth int, dial func() *client.Conn) {
+	cs := make([]*client.Conn, conns)
+	for i := range cs {
+		cs[i] = dial()
+	}
+	payload := stringOf('x', 64)
+	run := func(c *client.Conn, n int) {
+		var m codec.Message
+		sent, got := 0, 0
+		for sent < n && sent < depth {
+			c.Send(1, 7, payload)
+			sent++
+		}
+		for got < n {
+			if c.Buffered() == 0 {
+				c.Flush()
+			}
+			if err := c.Recv(&m); err != nil || m.Type != codec.TypeReply {
+				b.Errorf("answer %+v %v", m, err)
+				return
+			}
+			got++
+			if sent < n {
+				c.Send(1, 7, payload)
+				sent++
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range cs { // warm-up
+		wg.Add(1)
+		go func() { defer wg.Done(); run(c, 200) }()
+	}
+	wg.Wait()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i, c := range cs {
+		n := b.N / conns
+		if i < b.N%conns {
+			n++
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); run(c, n) }()
+	}
+	wg.Wait()
+}
+
+// BenchmarkDirectClients is BenchmarkProxyClients straight to one backend.
+func BenchmarkDirectClients(b *testing.B) {
+	for _, pipeline := range []int{1, 16} {
+		b.Run("conns=32/pipeline="+strconv.Itoa(pipeline), func(b *testing.B) {
+			be, err := NewBackendServer(BackendConfig{ID: 1, Policy: 7, Logger: quiet})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := be.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { be.Close() })
+			benchClients(b, 32, pipeline, func() *client.Conn {
+				c, err := client.Dial(b.Context(), "127.0.0.1:"+strconv.Itoa(be.Port()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { c.Close() })
+				return c
+			})
+		})
+	}
 }
