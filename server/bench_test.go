@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
@@ -44,7 +45,11 @@ func BenchmarkDirect(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { nc.Close() })
-	benchPipeline(b, nc, 16, stringOf('x', 64))
+	for _, depth := range []int{1, 16} {
+		b.Run("pipeline="+strconv.Itoa(depth), func(b *testing.B) {
+			benchPipeline(b, nc, depth, stringOf('x', 64))
+		})
+	}
 }
 
 func stringOf(c byte, n int) string {
@@ -57,6 +62,7 @@ func stringOf(c byte, n int) string {
 
 // benchPipeline keeps depth requests in flight on c for b.N requests.
 func benchPipeline(b *testing.B, c *client.Conn, depth int, payload string) {
+	c.NetConn().SetDeadline(time.Time{})
 	var m codec.Message
 	// Warm up pools and buffers so the measurement is steady state.
 	for range 1000 {
@@ -131,6 +137,9 @@ func benchClients(b *testing.B, conns, depth int, dial func() *client.Conn) {
 		cs[i] = dial()
 	}
 	payload := stringOf('x', 64)
+	for _, c := range cs {
+		c.NetConn().SetDeadline(time.Time{})
+	}
 	run := func(c *client.Conn, n int) {
 		var m codec.Message
 		sent, got := 0, 0

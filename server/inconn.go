@@ -48,6 +48,7 @@ func (ic *inConn) traffic() {
 	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
 		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
 	}
+	ic.loop.deferLinks(ic)
 	ic.loop.flush()
 }
 
@@ -247,16 +248,13 @@ func (ic *inConn) deliver() {
 	}
 }
 
-// flush writes the delivered answers in one writev (gnet copies what the
+// flush writes the delivered answers in one write (gnet copies what the
 // socket does not take), then recycles their calls.
 func (ic *inConn) flush() {
-	// A failed write closes the connection inside Writev (OnClose runs
-	// there), so work on a local view and release the calls afterwards.
-	out := ic.out
-	for len(out) > 0 && ic.gc != nil {
-		n := min(len(out), maxIOV)
-		ic.gc.Writev(out[:n])
-		out = out[n:]
+	// A failed write closes the connection inside Write (OnClose runs
+	// there), so the calls are released afterwards.
+	if ic.gc != nil && len(ic.out) > 0 {
+		ic.loop.write(ic.gc, ic.out)
 	}
 	clear(ic.out)
 	ic.out = ic.out[:0]
@@ -281,9 +279,6 @@ func (ic *inConn) flush() {
 		ic.loop.resume = append(ic.loop.resume, ic)
 	}
 }
-
-// maxIOV is the most slices one writev takes (Linux's UIO_MAXIOV).
-const maxIOV = 1024
 
 // closed releases the connection's calls; replies still due from backends
 // are discarded when they come.

@@ -149,7 +149,7 @@ func (lk *link) dialFailed(err error) {
 	l.flush()
 }
 
-// flush writes the unsent calls in one writev.
+// flush writes the unsent calls in one write.
 func (lk *link) flush() {
 	if lk.gc == nil || lk.unsent == 0 {
 		return
@@ -159,12 +159,7 @@ func (lk *link) flush() {
 		lk.iov = append(lk.iov, lk.fifo.At(i).reqFor(f))
 	}
 	lk.unsent = 0
-	iov := lk.iov
-	for len(iov) > 0 && lk.gc != nil {
-		n := min(len(iov), maxIOV)
-		lk.gc.Writev(iov[:n])
-		iov = iov[n:]
-	}
+	lk.loop.write(lk.gc, lk.iov)
 	clear(lk.iov)
 	lk.iov = lk.iov[:0]
 }

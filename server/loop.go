@@ -30,11 +30,16 @@ type loop struct {
 	// so arrival order is deadline order.
 	timers callList
 
+	wbuf []byte // scratch for write
+
 	dirtyLinks   []*link
 	dirtyClients []*inConn
 	resume       []*inConn
 	paused       []*inConn
 	flushing     bool
+
+	linksLater bool  // links are flushed when the doorbell rings
+	wake       *wake // nil when it could not be set up: no deferring
 
 	tickTask gnet.Runnable
 
@@ -48,6 +53,11 @@ func newLoop(p *Proxy, el gnet.EventLoop) *loop {
 		l.tick()
 		return nil
 	})
+	if w, err := startWake(l); err == nil {
+		l.wake = w
+	} else {
+		p.cfg.Logger.Warn("no doorbell for the event loop: backend writes are not batched across clients", "err", err)
+	}
 	p.metrics.addLoop(&l.metrics)
 	return l
 }
@@ -165,17 +175,19 @@ func (l *loop) flush() {
 		return
 	}
 	l.flushing = true
-	for len(l.dirtyLinks) > 0 || len(l.dirtyClients) > 0 || len(l.resume) > 0 {
+	for len(l.dirtyClients) > 0 || len(l.resume) > 0 || (len(l.dirtyLinks) > 0 && !l.linksLater) {
 		for i := 0; i < len(l.resume); i++ {
 			l.resume[i].resumeParsing()
 		}
 		l.resume = l.resume[:0]
-		for i := 0; i < len(l.dirtyLinks); i++ {
-			lk := l.dirtyLinks[i]
-			lk.dirty = false
-			lk.flush()
+		if !l.linksLater {
+			for i := 0; i < len(l.dirtyLinks); i++ {
+				lk := l.dirtyLinks[i]
+				lk.dirty = false
+				lk.flush()
+			}
+			l.dirtyLinks = l.dirtyLinks[:0]
 		}
-		l.dirtyLinks = l.dirtyLinks[:0]
 		for i := 0; i < len(l.dirtyClients); i++ {
 			ic := l.dirtyClients[i]
 			ic.dirty = false
@@ -183,7 +195,29 @@ func (l *loop) flush() {
 		}
 		l.dirtyClients = l.dirtyClients[:0]
 	}
+	if l.linksLater && len(l.dirtyLinks) > 0 && !l.wake.ring() {
+		l.linksLater = false
+		l.flushing = false
+		l.flush()
+		return
+	}
 	l.flushing = false
+}
+
+// deferLinks makes the next flush leave the data connections' writes to a
+// task that runs after the loop has handled every event of this poll: the
+// requests of all clients that were readable together go to a backend in one
+// write. It pays when other clients have requests in flight (more events are
+// likely in the same poll); a lone client is flushed at once.
+func (l *loop) deferLinks(ic *inConn) {
+	if l.unanswered.Load() > int64(ic.queue.Len()) {
+		l.linksLater = true
+	}
+}
+
+func (l *loop) runLinkTask() {
+	l.linksLater = false
+	l.flush()
 }
 
 // tick expires overdue calls, resumes clients paused on a full outbound
@@ -215,6 +249,24 @@ func (l *loop) tick() {
 	}
 	l.flush()
 }
+
+// write sends pieces in one write(2). They are gathered in the loop's
+// scratch buffer first: writev would be one syscall too, but x/sys/unix
+// allocates its iovec array for more than a few pieces, and copying a batch
+// of small messages costs less than that.
+func (l *loop) write(gc gnet.Conn, pieces [][]byte) {
+	buf := l.wbuf[:0]
+	for _, p := range pieces {
+		buf = append(buf, p...)
+	}
+	gc.Write(buf)
+	if cap(buf) <= maxScratch {
+		l.wbuf = buf[:0]
+	}
+}
+
+// maxScratch is the largest write buffer a loop keeps between writes.
+const maxScratch = 4 << 20
 
 // callList is an intrusive doubly linked list of calls.
 type callList struct {

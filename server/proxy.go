@@ -124,6 +124,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		break
 	}
 	stopEngine(p.engine, p.done)
+	p.mu.Lock()
+	for _, l := range p.list {
+		l.wake.close()
+	}
+	p.mu.Unlock()
 	return err
 }
 
@@ -185,9 +190,13 @@ func (p *Proxy) loopOf(c gnet.Conn) *loop {
 // OnOpen tells a data connection (its context is the link that dialed it)
 // from an inbound one, whose role is known at its first message.
 func (p *Proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	if lk, ok := c.Context().(*link); ok {
-		lk.opened(c)
-		lk.loop.flush()
+	switch x := c.Context().(type) {
+	case *link:
+		x.opened(c)
+		x.loop.flush()
+		return nil, gnet.None
+	case *wake:
+		x.ready = true
 		return nil, gnet.None
 	}
 	if p.draining.Load() {
@@ -211,6 +220,10 @@ func (p *Proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.closed()
 		x.loop.metrics.conns.Add(-1)
 		x.loop.flush()
+	case *wake:
+		x.ready = false
+		x.close()
+		x.loop.runLinkTask()
 	}
 	c.SetContext(nil)
 	return gnet.None
@@ -223,6 +236,8 @@ func (p *Proxy) OnTraffic(c gnet.Conn) gnet.Action {
 		x.traffic()
 	case *inConn:
 		x.traffic()
+	case *wake:
+		x.traffic(c)
 	}
 	return gnet.None
 }
@@ -242,7 +257,9 @@ func tickInterval(timeout time.Duration) time.Duration {
 }
 
 // gnetLogger sends gnet's log to slog.
-type gnetLogger struct{ l interface{ Error(string, ...any) } }
+type gnetLogger struct {
+	l interface{ Error(string, ...any) }
+}
 
 func (g gnetLogger) Debugf(string, ...any) {}
 func (g gnetLogger) Infof(string, ...any)  {}
