@@ -3,9 +3,10 @@
 // order, as the proxy guarantees per connection.
 //
 // It owns the client side of the wire protocol and nothing else: no retries,
-// no pooling of connections. A Conn is not safe for concurrent use; pipeline
-// from one goroutine (Send several, Flush, Recv as many), or give each
-// goroutine its own Conn.
+// no pooling of connections. A Conn is not safe for concurrent use, except
+// that one goroutine may Send and Flush while another Recvs; pipeline from one
+// goroutine (Send several, Flush, Recv as many), or give each goroutine its
+// own Conn.
 //
 //	c, err := client.Dial(ctx, "127.0.0.1:9000")
 //	reply, err := c.Call(ctx, 42, 7, "hello") // one round trip
