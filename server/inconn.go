@@ -44,6 +44,10 @@ type inConn struct {
 
 // traffic parses what the connection sent.
 func (ic *inConn) traffic() {
+	if ic.closing { // answering what was queued, then closing: ignore the rest
+		ic.gc.Discard(-1)
+		return
+	}
 	ic.parse()
 	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
 		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
