@@ -32,19 +32,7 @@ func BenchmarkProxyForward(b *testing.B) {
 
 // BenchmarkDirect is the same load straight to a backend: the baseline.
 func BenchmarkDirect(b *testing.B) {
-	be, err := NewBackendServer(BackendConfig{ID: 1, Policy: 7, Logger: quiet})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := be.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { be.Close() })
-	nc, err := client.Dial(b.Context(), "127.0.0.1:"+strconv.Itoa(be.Port()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { nc.Close() })
+	nc := dialDirect(b, startLoneBackend(b))
 	for _, depth := range []int{1, 16} {
 		b.Run("pipeline="+strconv.Itoa(depth), func(b *testing.B) {
 			benchPipeline(b, nc, depth, stringOf('x', 64))
@@ -185,22 +173,30 @@ func benchClients(b *testing.B, conns, depth int, dial func() *client.Conn) {
 func BenchmarkDirectClients(b *testing.B) {
 	for _, pipeline := range []int{1, 16} {
 		b.Run("conns=32/pipeline="+strconv.Itoa(pipeline), func(b *testing.B) {
-			be, err := NewBackendServer(BackendConfig{ID: 1, Policy: 7, Logger: quiet})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := be.Start(); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { be.Close() })
-			benchClients(b, 32, pipeline, func() *client.Conn {
-				c, err := client.Dial(b.Context(), "127.0.0.1:"+strconv.Itoa(be.Port()))
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { c.Close() })
-				return c
-			})
+			be := startLoneBackend(b)
+			benchClients(b, 32, pipeline, func() *client.Conn { return dialDirect(b, be) })
 		})
 	}
+}
+
+// startLoneBackend runs a backend server registered nowhere, for direct load.
+func startLoneBackend(b *testing.B) *BackendServer {
+	be, err := NewBackendServer(BackendConfig{ID: 1, Policy: 7, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := be.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
+}
+
+func dialDirect(b *testing.B, be *BackendServer) *client.Conn {
+	c, err := client.Dial(b.Context(), "127.0.0.1:"+strconv.Itoa(be.Port()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
 }
