@@ -20,8 +20,6 @@ const (
 	roleLease               // a backend's registration
 )
 
-var newline = []byte{'\n'}
-
 // inConn is an inbound connection: a client, or a backend's lease once its
 // first message is a setup. Owned by its loop.
 type inConn struct {
@@ -31,12 +29,11 @@ type inConn struct {
 	role  role
 
 	// client
-	queue    pool.FIFO[*call] // requests in arrival order, until answered in turn
-	paused   bool             // over the in-flight or outbound cap: not parsing
-	closing  bool             // close once queue drained (stream unusable)
-	dirty    bool
-	out      [][]byte // what flush writes
-	outCalls []*call  // calls whose bytes out refers to
+	queue   pool.FIFO[*call] // requests in arrival order, until answered in turn
+	paused  bool             // over the in-flight or outbound cap: not parsing
+	closing bool             // close once queue drained (stream unusable)
+	dirty   bool
+	out     []byte // answers due, in order; nil when none (a loop buffer)
 
 	// lease
 	backend *pool.Backend
@@ -52,8 +49,8 @@ func (ic *inConn) traffic() {
 	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
 		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
 	}
-	ic.loop.deferLinks(ic)
-	ic.loop.flush()
+	l := ic.loop
+	l.flushSoon(l.unanswered.Load() > int64(ic.queue.Len()))
 }
 
 // canParse reports whether the connection may take more requests now.
@@ -234,39 +231,41 @@ func (ic *inConn) reply(body []byte) {
 	bytebufferpool.Put(buf)
 }
 
-// deliver moves answered calls at the head of the queue to the output, in
-// request order.
+// deliver moves the answered calls at the head of the queue to the output,
+// in request order, and recycles them.
 func (ic *inConn) deliver() {
 	for {
 		c, ok := ic.queue.Front()
-		if !ok || !c.answered || c.reply == nil {
+		if !ok || !c.hasReply {
 			break
 		}
 		ic.queue.Pop()
 		c.inClient = false
-		ic.out = append(ic.out, c.reply.B)
-		ic.outCalls = append(ic.outCalls, c)
-	}
-	if len(ic.out) > 0 {
-		ic.loop.markClientDirty(ic)
+		ic.out = append(ic.output(), c.reply...)
+		ic.loop.release(c)
 	}
 }
 
-// flush writes the delivered answers in one write (gnet copies what the
-// socket does not take), then recycles their calls.
+// output returns the buffer of what flush writes next, to append to.
+func (ic *inConn) output() []byte {
+	if ic.out == nil {
+		ic.out = ic.loop.getBuf()
+		ic.loop.markClientDirty(ic)
+	}
+	return ic.out
+}
+
+// flush writes the delivered answers in one write; gnet keeps what the
+// socket does not take.
 func (ic *inConn) flush() {
-	// A failed write closes the connection inside Write (OnClose runs
-	// there), so the calls are released afterwards.
-	if ic.gc != nil && len(ic.out) > 0 {
-		ic.loop.write(ic.gc, ic.out)
+	if ic.out != nil {
+		out := ic.out
+		ic.out = nil
+		if ic.gc != nil {
+			ic.gc.Write(out) // on error OnClose runs inside
+		}
+		ic.loop.putBuf(out)
 	}
-	clear(ic.out)
-	ic.out = ic.out[:0]
-	for _, c := range ic.outCalls {
-		ic.loop.release(c)
-	}
-	clear(ic.outCalls)
-	ic.outCalls = ic.outCalls[:0]
 	if ic.gc == nil {
 		return
 	}
@@ -305,6 +304,6 @@ func (ic *inConn) closed() {
 		}
 		l.release(c)
 	}
-	// Calls already delivered to out are released by the flush that is
-	// due: the connection is on the loop's dirty list.
+	// Answers already in out are dropped by the flush that is due: the
+	// connection is on the loop's dirty list.
 }

@@ -2,14 +2,12 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/valyala/bytebufferpool"
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/pool"
@@ -29,7 +27,6 @@ type link struct {
 	fifo   pool.FIFO[*call] // sent calls, then unsent ones
 	unsent int              // calls at the fifo's tail not yet written
 	dirty  bool
-	iov    [][]byte
 	split  codec.Splitter
 }
 
@@ -149,20 +146,29 @@ func (lk *link) dialFailed(err error) {
 	l.flush()
 }
 
-// flush writes the unsent calls in one write.
+// flush writes the unsent calls in one write, gathered in the loop's
+// scratch buffer (gnet keeps what the socket does not take). Copying a batch
+// of small requests costs less than writev, whose iovec array x/sys/unix
+// allocates for more than a few pieces.
 func (lk *link) flush() {
 	if lk.gc == nil || lk.unsent == 0 {
 		return
 	}
+	l := lk.loop
 	f := lk.backend.Framing
+	buf := l.scratch[:0]
 	for i := lk.fifo.Len() - lk.unsent; i < lk.fifo.Len(); i++ {
-		lk.iov = append(lk.iov, lk.fifo.At(i).reqFor(f))
+		buf = append(buf, lk.fifo.At(i).reqFor(f)...)
 	}
 	lk.unsent = 0
-	lk.loop.write(lk.gc, lk.iov)
-	clear(lk.iov)
-	lk.iov = lk.iov[:0]
+	lk.gc.Write(buf) // on error OnClose runs inside and retries the calls
+	if cap(buf) <= maxScratch {
+		l.scratch = buf[:0]
+	}
 }
+
+// maxScratch is the largest write buffer a loop keeps between writes.
+const maxScratch = 4 << 20
 
 // traffic matches replies to the fifo's head and hands them to their clients.
 func (lk *link) traffic() {
@@ -184,7 +190,6 @@ func (lk *link) traffic() {
 			break
 		}
 		c, _ := lk.fifo.Pop()
-		frame := buf[off : off+n]
 		off += n
 		c.inLink = false
 		if !l.markAnswered(c) {
@@ -193,9 +198,8 @@ func (lk *link) traffic() {
 			continue
 		}
 		l.metrics.replies.Add(1)
-		c.client.answerReply(c, lk.backend.Framing, frame, body)
+		c.client.answerReply(c, body)
 	}
-	l.flush() // clients' output may point into buf: write before discarding
 	if broken && lk.gc != nil {
 		lk.gc.Discard(-1)
 		lk.gc.Close()
@@ -207,32 +211,23 @@ func (lk *link) traffic() {
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
+	l.flushSoon(l.unanswered.Load() > 0)
 }
 
-// answerReply delivers a backend's reply. At the head of the queue it goes
-// out by reference to the link's buffer, later ones are copied to wait
-// their turn.
-func (ic *inConn) answerReply(c *call, from codec.Framing, frame, body []byte) {
-	to := ic.split.Framing
+// answerReply delivers a backend's reply, converted to the client's framing:
+// at the head of the queue to the output at once, later ones into the
+// call's buffer to wait their turn.
+func (ic *inConn) answerReply(c *call, body []byte) {
 	if front, _ := ic.queue.Front(); front != c {
-		c.reply = bytebufferpool.Get()
-		c.reply.B = codec.AppendFramed(c.reply.B[:0], to, body)
+		c.reply = codec.AppendFramed(c.reply[:0], ic.split.Framing, body)
+		c.hasReply = true
 		return
 	}
 	ic.queue.Pop()
 	c.inClient = false
-	switch {
-	case to == codec.Binary && from == codec.Binary:
-		ic.out = append(ic.out, frame)
-	case to == codec.Binary:
-		binary.BigEndian.PutUint32(c.hdr[:], uint32(len(body)))
-		ic.out = append(ic.out, c.hdr[:], body)
-	default:
-		ic.out = append(ic.out, body, newline)
-	}
-	ic.outCalls = append(ic.outCalls, c)
+	ic.out = codec.AppendFramed(ic.output(), ic.split.Framing, body)
+	ic.loop.release(c)
 	ic.deliver()
-	ic.loop.markClientDirty(ic)
 }
 
 // closed runs in OnClose: calls that were not answered are retried on

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/valyala/bytebufferpool"
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/pool"
@@ -24,13 +23,12 @@ type loop struct {
 	dec codec.Decoder
 	msg codec.Message
 
-	free []*call // recycled calls
+	free []*call  // recycled calls
+	bufs [][]byte // recycled answer batches
 
 	// Calls not yet answered, oldest first: every call has the same timeout,
 	// so arrival order is deadline order.
 	timers callList
-
-	wbuf []byte // scratch for write
 
 	dirtyLinks   []*link
 	dirtyClients []*inConn
@@ -38,8 +36,8 @@ type loop struct {
 	paused       []*inConn
 	flushing     bool
 
-	linksLater bool  // links are flushed when the doorbell rings
-	wake       *wake // nil when it could not be set up: no deferring
+	wake    *wake  // nil when it could not be set up: no deferring
+	scratch []byte // link writes are gathered here
 
 	tickTask gnet.Runnable
 
@@ -71,9 +69,9 @@ type call struct {
 	attempts int   // backends tried
 	last     *pool.Backend
 
-	req   *bytebufferpool.ByteBuffer // [4-byte length][JSON]['\n']
-	reply *bytebufferpool.ByteBuffer // a framed answer kept until its turn
-	hdr   [codec.HeaderLen]byte      // binary header for a text backend's reply
+	req      []byte // [4-byte length][JSON]['\n']
+	reply    []byte // the framed answer, when it must wait for its turn
+	hasReply bool
 
 	answered bool
 	inClient bool // in client.queue
@@ -85,9 +83,9 @@ type call struct {
 // reqFor returns the request framed for a backend of framing f.
 func (c *call) reqFor(f codec.Framing) []byte {
 	if f == codec.Text {
-		return c.req.B[codec.HeaderLen:]
+		return c.req[codec.HeaderLen:]
 	}
-	return c.req.B[:len(c.req.B)-1]
+	return c.req[:len(c.req)-1]
 }
 
 func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
@@ -100,11 +98,10 @@ func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
 	}
 	c.client, c.srcid, c.policy = client, srcid, policy
 	c.deadline = time.Now().Add(l.p.cfg.Timeout).UnixNano()
-	c.req = bytebufferpool.Get()
-	c.req.B = codec.BeginFrame(c.req.B[:0], codec.Binary)
-	c.req.B = append(c.req.B, body...)
-	c.req.B = codec.EndFrame(c.req.B, codec.Binary, 0)
-	c.req.B = append(c.req.B, '\n')
+	c.req = codec.BeginFrame(c.req[:0], codec.Binary)
+	c.req = append(c.req, body...)
+	c.req = codec.EndFrame(c.req, codec.Binary, 0)
+	c.req = append(c.req, '\n')
 	c.inClient = true
 	l.timers.push(c)
 	l.unanswered.Add(1)
@@ -116,13 +113,8 @@ func (l *loop) release(c *call) {
 	if c.inClient || c.inLink {
 		return
 	}
-	if c.req != nil {
-		bytebufferpool.Put(c.req)
-	}
-	if c.reply != nil {
-		bytebufferpool.Put(c.reply)
-	}
-	*c = call{}
+	// A recycled call keeps its buffers, unless a big message grew them.
+	*c = call{req: keep(c.req), reply: keep(c.reply)}
 	l.free = append(l.free, c)
 }
 
@@ -145,10 +137,10 @@ func (l *loop) answerError(c *call, code, text string) {
 	}
 	l.metrics.countError(code)
 	cl := c.client
-	c.reply = bytebufferpool.Get()
-	c.reply.B = codec.BeginFrame(c.reply.B[:0], cl.split.Framing)
-	c.reply.B = codec.AppendError(c.reply.B, c.srcid, code, text)
-	c.reply.B = codec.EndFrame(c.reply.B, cl.split.Framing, 0)
+	c.reply = codec.BeginFrame(c.reply[:0], cl.split.Framing)
+	c.reply = codec.AppendError(c.reply, c.srcid, code, text)
+	c.reply = codec.EndFrame(c.reply, cl.split.Framing, 0)
+	c.hasReply = true
 	cl.deliver()
 }
 
@@ -166,28 +158,26 @@ func (l *loop) markClientDirty(ic *inConn) {
 	}
 }
 
-// flush writes what the current callback queued: requests to links in one
-// writev per link, answers to clients in one writev per client. Writing can
-// close a connection, which can retry calls and dirty more links, so it runs
-// until nothing is left. Every callback ends with it.
+// flush writes what the callbacks queued: requests to each link and answers
+// to each client in one write per connection. Writing can close a
+// connection, which can retry calls and dirty more links, so it runs until
+// nothing is left.
 func (l *loop) flush() {
 	if l.flushing {
 		return
 	}
 	l.flushing = true
-	for len(l.dirtyClients) > 0 || len(l.resume) > 0 || (len(l.dirtyLinks) > 0 && !l.linksLater) {
+	for len(l.dirtyLinks) > 0 || len(l.dirtyClients) > 0 || len(l.resume) > 0 {
 		for i := 0; i < len(l.resume); i++ {
 			l.resume[i].resumeParsing()
 		}
 		l.resume = l.resume[:0]
-		if !l.linksLater {
-			for i := 0; i < len(l.dirtyLinks); i++ {
-				lk := l.dirtyLinks[i]
-				lk.dirty = false
-				lk.flush()
-			}
-			l.dirtyLinks = l.dirtyLinks[:0]
+		for i := 0; i < len(l.dirtyLinks); i++ {
+			lk := l.dirtyLinks[i]
+			lk.dirty = false
+			lk.flush()
 		}
+		l.dirtyLinks = l.dirtyLinks[:0]
 		for i := 0; i < len(l.dirtyClients); i++ {
 			ic := l.dirtyClients[i]
 			ic.dirty = false
@@ -195,28 +185,19 @@ func (l *loop) flush() {
 		}
 		l.dirtyClients = l.dirtyClients[:0]
 	}
-	if l.linksLater && len(l.dirtyLinks) > 0 && !l.wake.ring() {
-		l.linksLater = false
-		l.flushing = false
-		l.flush()
-		return
-	}
 	l.flushing = false
 }
 
-// deferLinks makes the next flush leave the data connections' writes to a
-// task that runs after the loop has handled every event of this poll: the
-// requests of all clients that were readable together go to a backend in one
-// write. It pays when other clients have requests in flight (more events are
-// likely in the same poll); a lone client is flushed at once.
-func (l *loop) deferLinks(ic *inConn) {
-	if l.unanswered.Load() > int64(ic.queue.Len()) {
-		l.linksLater = true
+// flushSoon ends a callback. When busy (other requests are in flight, so
+// more events are likely in the same poll) it leaves the writes to the
+// doorbell, which rings once the loop has handled every event of the poll:
+// the requests of all clients readable together go to a backend in one write,
+// and the replies a client gets from several backends in one write. A lone
+// request is written at once.
+func (l *loop) flushSoon(busy bool) {
+	if busy && l.wake.ring() {
+		return
 	}
-}
-
-func (l *loop) runLinkTask() {
-	l.linksLater = false
 	l.flush()
 }
 
@@ -250,24 +231,6 @@ func (l *loop) tick() {
 	l.flush()
 }
 
-// write sends pieces in one write(2). They are gathered in the loop's
-// scratch buffer first: writev would be one syscall too, but x/sys/unix
-// allocates its iovec array for more than a few pieces, and copying a batch
-// of small messages costs less than that.
-func (l *loop) write(gc gnet.Conn, pieces [][]byte) {
-	buf := l.wbuf[:0]
-	for _, p := range pieces {
-		buf = append(buf, p...)
-	}
-	gc.Write(buf)
-	if cap(buf) <= maxScratch {
-		l.wbuf = buf[:0]
-	}
-}
-
-// maxScratch is the largest write buffer a loop keeps between writes.
-const maxScratch = 4 << 20
-
 // callList is an intrusive doubly linked list of calls.
 type callList struct {
 	head, tail *call
@@ -295,4 +258,36 @@ func (q *callList) remove(c *call) {
 		q.tail = c.prev
 	}
 	c.prev, c.next = nil, nil
+}
+
+// Buffers on the request path live in the loop, not in a sync.Pool
+// (bytebufferpool's included): the loop needs no synchronisation, a GC does
+// not empty its free lists, and nothing is dropped for being bigger than
+// usual, so the steady state allocates nothing. Calls keep their own request
+// and answer buffers across reuse; the batches of answers written to clients
+// come from bufs.
+
+// maxKeep is the largest buffer kept for reuse.
+const maxKeep = 256 << 10
+
+func keep(b []byte) []byte {
+	if cap(b) > maxKeep {
+		return nil
+	}
+	return b[:0]
+}
+
+func (l *loop) getBuf() []byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs = l.bufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, 4096)
+}
+
+func (l *loop) putBuf(b []byte) {
+	if b = keep(b); b != nil {
+		l.bufs = append(l.bufs, b)
+	}
 }

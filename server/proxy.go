@@ -223,7 +223,7 @@ func (p *Proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *wake:
 		x.ready = false
 		x.close()
-		x.loop.runLinkTask()
+		x.loop.flush()
 	}
 	c.SetContext(nil)
 	return gnet.None

@@ -14,7 +14,7 @@ import (
 // wake is a loop's doorbell: a connected pair of Unix sockets whose reading
 // end belongs to the loop. Ringing it from the loop itself makes the loop run
 // wake.traffic after it has handled every event of the current poll, which
-// is where deferred writes to backends go out. gnet's Execute does the same
+// is where deferred writes go out (loop.flushSoon). gnet's Execute does the same
 // but allocates a closure per call; the doorbell allocates nothing.
 type wake struct {
 	loop   *loop
@@ -91,7 +91,7 @@ func (w *wake) ring() bool {
 func (w *wake) traffic(c gnet.Conn) {
 	c.Discard(-1)
 	w.rung = false
-	w.loop.runLinkTask()
+	w.loop.flush()
 }
 
 func (w *wake) close() {
