@@ -129,3 +129,20 @@ func TestFIFO(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSelector measures round-robin selection from all cores at once:
+// the snapshot load and the policy's atomic counter.
+func BenchmarkSelector(b *testing.B) {
+	r := NewRegistry()
+	for id := range int64(4) {
+		r.Register(&Backend{ID: id, Policy: 7, Addr: "127.0.0.1:1"})
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r.Policy(7).Next() == nil {
+				b.Fatal("no backend")
+			}
+		}
+	})
+}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
-	"github.com/prism-proxy/prism/pool"
 )
 
 // BenchmarkProxyForward measures the whole request path through a real proxy
@@ -86,22 +85,6 @@ func benchPipeline(b *testing.B, c *client.Conn, depth int, payload string) {
 			sent++
 		}
 	}
-}
-
-// BenchmarkSelector measures round-robin selection from all cores at once.
-func BenchmarkSelector(b *testing.B) {
-	r := pool.NewRegistry()
-	for id := range int64(4) {
-		r.Register(&pool.Backend{ID: id, Policy: 7, Addr: "127.0.0.1:1"})
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if r.Policy(7).Next() == nil {
-				b.Fatal("no backend")
-			}
-		}
-	})
 }
 
 // BenchmarkProxyClients is many clients at once through a one-loop proxy:
