@@ -36,9 +36,12 @@ type Config struct {
 	// it the proxy stops reading the connection's requests until replies go
 	// out. Zero: 1024.
 	MaxClientInflight int
-	// MaxBackendInflight caps requests in flight per data connection (one per
-	// backend per loop); a full one is passed over, and with all full the
-	// request gets "overloaded". Zero: 16384.
+	// MaxBackendInflight is how many requests a data connection (one per
+	// backend per loop) takes before it counts as under pressure: it is then
+	// passed over for others of the policy, and with all of them under
+	// pressure the request is sent anyway but its client is not read until
+	// the link drains. A link whose oldest request is past the timeout, or
+	// that holds twice this many, answers "overloaded" instead. Zero: 16384.
 	MaxBackendInflight int
 	// MaxConnBuffer caps the bytes buffered per connection in either
 	// direction. A client past it in its unread requests or unsent replies

@@ -35,6 +35,8 @@ type inConn struct {
 	dirty   bool
 	out     []byte // answers due, in order; nil when none (a loop buffer)
 
+	blocked *link // a pressured link this client waits for
+
 	// lease
 	backend *pool.Backend
 }
@@ -56,7 +58,8 @@ func (ic *inConn) traffic() {
 // canParse reports whether the connection may take more requests now.
 func (ic *inConn) canParse() bool {
 	cfg := &ic.loop.p.cfg
-	return ic.queue.Len() < cfg.MaxClientInflight && ic.gc.OutboundBuffered() < cfg.MaxConnBuffer/2
+	return ic.blocked == nil && ic.queue.Len() < cfg.MaxClientInflight &&
+		ic.gc.OutboundBuffered() < cfg.MaxConnBuffer/2
 }
 
 // resumeParsing continues with requests left buffered while paused.

@@ -24,15 +24,18 @@ type link struct {
 	dialing   bool
 	downUntil int64 // unix nanoseconds: a refused dial keeps the backend out until then
 
-	fifo   pool.FIFO[*call] // sent calls, then unsent ones
-	unsent int              // calls at the fifo's tail not yet written
-	dirty  bool
-	split  codec.Splitter
+	fifo    pool.FIFO[*call] // sent calls, then unsent ones
+	unsent  int              // calls at the fifo's tail not yet written
+	dirty   bool
+	waiters []*inConn // clients not read until the link drains
+	split   codec.Splitter
 }
 
 // dispatch sends c to a backend of its policy, round robin, passing over
-// backends this loop cannot use now (refused, full) and the one that just
-// failed c.
+// backends this loop cannot use now (refused, under pressure) and the one
+// that just failed c. When every usable backend is under pressure, c goes to
+// the round-robin choice anyway and its client stops being read until that
+// link drains: backpressure reaches the client instead of an error.
 func (l *loop) dispatch(c *call) {
 	pol := l.p.registry.Policy(c.policy)
 	if pol == nil {
@@ -40,45 +43,89 @@ func (l *loop) dispatch(c *call) {
 		return
 	}
 	now := time.Now().UnixNano()
-	full := false
+	var pressed *pool.Backend // the first backend passed over for pressure
 	b := pol.NextExcept(func(b *pool.Backend) bool {
 		if b == c.last && len(pol.Backends) > 1 {
 			return true
 		}
 		lk := l.links[b]
-		if lk == nil {
+		switch {
+		case lk == nil:
 			return false
-		}
-		if lk.gc == nil && !lk.dialing && now < lk.downUntil {
+		case lk.gc == nil && !lk.dialing && now < lk.downUntil:
 			return true
-		}
-		if lk.fifo.Len() >= l.p.cfg.MaxBackendInflight ||
-			(lk.gc != nil && lk.gc.OutboundBuffered() > l.p.cfg.MaxConnBuffer) {
-			full = true
+		case lk.pressured():
+			if pressed == nil {
+				pressed = b
+			}
 			return true
 		}
 		return false
 	})
-	switch {
-	case b == nil && full:
-		l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
-		return
-	case b == nil || b == c.last:
+	if b == nil {
+		b = pressed
+	}
+	if b == nil || b == c.last {
 		l.answerError(c, codec.CodeBackendUnavailable, "no backend of policy "+itoa(c.policy)+" could be reached")
 		return
 	}
-	c.attempts++
-	c.last = b
 	lk := l.links[b]
 	if lk == nil || (lk.gc == nil && !lk.dialing) {
 		lk = l.dial(b)
 	}
+	if b == pressed {
+		if lk.stalled(now) || lk.fifo.Len() >= 2*l.p.cfg.MaxBackendInflight {
+			l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
+			return
+		}
+		lk.block(c.client)
+	}
+	c.attempts++
+	c.last = b
 	lk.fifo.Push(c)
 	c.inLink = true
 	lk.unsent++
 	if lk.gc != nil {
 		l.markLinkDirty(lk)
 	}
+}
+
+// pressured reports whether the link holds as many requests as it should:
+// MaxBackendInflight in flight, or half of MaxConnBuffer unwritten.
+func (lk *link) pressured() bool {
+	cfg := &lk.loop.p.cfg
+	return lk.fifo.Len() >= cfg.MaxBackendInflight ||
+		(lk.gc != nil && lk.gc.OutboundBuffered() > cfg.MaxConnBuffer/2)
+}
+
+// stalled reports whether the oldest request on the link is past its
+// deadline: the backend does not keep up at all, and waiting for it would
+// leave requests unanswered past the timeout.
+func (lk *link) stalled(now int64) bool {
+	c, ok := lk.fifo.Front()
+	return ok && c.deadline <= now
+}
+
+// block stops reading ic until the link is no longer pressured.
+func (lk *link) block(ic *inConn) {
+	if ic.blocked == nil && ic.gc != nil {
+		ic.blocked = lk
+		lk.waiters = append(lk.waiters, ic)
+	}
+}
+
+// unblock lets the clients that wait for the link read again.
+func (lk *link) unblock() {
+	for _, ic := range lk.waiters {
+		if ic.blocked == lk {
+			ic.blocked = nil
+			if ic.paused {
+				lk.loop.resume = append(lk.loop.resume, ic)
+			}
+		}
+	}
+	clear(lk.waiters)
+	lk.waiters = lk.waiters[:0]
 }
 
 // dial starts this loop's data connection to b. The dial runs on its own
@@ -211,6 +258,9 @@ func (lk *link) traffic() {
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
+	if len(lk.waiters) > 0 && !lk.pressured() {
+		lk.unblock()
+	}
 	l.flushSoon(l.unanswered.Load() > 0)
 }
 
@@ -243,6 +293,7 @@ func (lk *link) closed(gc gnet.Conn, err error) {
 		l.p.cfg.Logger.Debug("data connection closed with requests in flight",
 			"id", lk.backend.ID, "inflight", lk.fifo.Len(), "err", err)
 	}
+	lk.unblock()
 	lk.failAll()
 }
 

@@ -221,6 +221,9 @@ func (l *loop) tick() {
 		i++
 	}
 	for b, lk := range l.links {
+		if len(lk.waiters) > 0 && (!lk.pressured() || lk.stalled(now)) {
+			lk.unblock() // a stalled link answers "overloaded" at once instead
+		}
 		switch {
 		case lk.gc != nil && b.Removed() && lk.fifo.Len() == 0:
 			lk.gc.Close()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -410,4 +411,63 @@ func TestGracefulShutdown(t *testing.T) {
 
 func isClosedErr(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "closed"))
+}
+
+// With every backend of the policy under pressure, a client is read no
+// faster than the backend answers, and nothing is refused.
+func TestBackendPressureBlocksClient(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, MaxBackendInflight: 2})
+	var peak atomic.Int64 // requests the proxy has read and not answered
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		if n := p.Metrics().Snapshot().Inflight; n > peak.Load() {
+			peak.Store(n)
+		}
+		time.Sleep(time.Millisecond)
+		return s, true
+	})
+	c := dial(t, p, codec.Binary)
+	const n = 60
+	for i := range n {
+		c.Send(5, 7, fmt.Sprint(i))
+	}
+	c.Flush()
+	for i := range n {
+		if a := recv(t, c); a.Type != codec.TypeReply || a.Payload != fmt.Sprint(i) {
+			t.Fatalf("answer %d: %+v", i, a)
+		}
+	}
+	if s := p.Metrics().Snapshot(); s.Errors[codec.CodeOverloaded] != 0 {
+		t.Fatalf("%d requests refused as overloaded", s.Errors[codec.CodeOverloaded])
+	}
+	// The link takes 2, plus the one that found it full and blocked the client.
+	if got := peak.Load(); got > 3 {
+		t.Fatalf("the proxy read %d requests ahead of the backend; want at most 3", got)
+	}
+}
+
+// A backend that stops answering does not hold its clients' later requests
+// past the timeout: they are refused once the oldest request timed out.
+func TestStalledBackendRefusesFast(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, MaxBackendInflight: 2, Timeout: 200 * time.Millisecond})
+	stall := make(chan struct{})
+	t.Cleanup(func() { close(stall) })
+	newFakeBackend(t, p, 1, 7, func(int, string) (string, bool) { <-stall; return "", false })
+	c := dial(t, p, codec.Binary)
+	const n = 20
+	start := time.Now()
+	for i := range n {
+		c.Send(5, 7, fmt.Sprint(i))
+	}
+	c.Flush()
+	codes := map[string]int{}
+	for range n {
+		a := recv(t, c)
+		codes[a.Code]++
+	}
+	if codes[codec.CodeTimeout] == 0 || codes[codec.CodeTimeout]+codes[codec.CodeOverloaded] != n {
+		t.Fatalf("answers by code %v; want timeouts, then overloaded", codes)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answers took %v", d)
+	}
 }
