@@ -261,7 +261,12 @@ func (lk *link) traffic() {
 	if len(lk.waiters) > 0 && !lk.pressured() {
 		lk.unblock()
 	}
-	l.flushSoon(l.unanswered.Load() > 0)
+	// Waiting for the end of the poll pays only when a client that got a
+	// reply here still expects others, which may come on another link in
+	// the same poll; otherwise its write would only be later.
+	more := l.moreDue
+	l.moreDue = false
+	l.flushSoon(more)
 }
 
 // answerReply delivers a backend's reply, converted to the client's framing:
@@ -278,6 +283,9 @@ func (ic *inConn) answerReply(c *call, body []byte) {
 	ic.out = codec.AppendFramed(ic.output(), ic.split.Framing, body)
 	ic.loop.release(c)
 	ic.deliver()
+	if ic.queue.Len() > 0 {
+		ic.loop.moreDue = true
+	}
 }
 
 // closed runs in OnClose: calls that were not answered are retried on

@@ -37,6 +37,7 @@ type loop struct {
 	flushing     bool
 
 	wake    *wake  // nil when it could not be set up: no deferring
+	moreDue bool   // a client answered in this link event awaits more replies
 	scratch []byte // link writes are gathered here
 
 	tickTask gnet.Runnable

@@ -51,6 +51,7 @@ func runBackend(args []string) int {
 		framing = codec.Text
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	raiseProcs(*loops)
 	b, err := server.NewBackendServer(server.BackendConfig{
 		ID: *id, Policy: *policy, Listen: net.JoinHostPort(*host, strconv.Itoa(*port)),
 		Proxies: list, Mode: m, Token: *token, Framing: framing, Loops: *loops, Logger: logger,

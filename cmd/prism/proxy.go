@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -51,6 +52,10 @@ func runProxy(args []string) int {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *loops <= 0 {
+		*loops = runtime.NumCPU()
+	}
+	raiseProcs(*loops)
 	p, err := server.New(server.Config{
 		Listen: *listen, Loops: *loops, Timeout: *timeout, Retries: *retries,
 		MaxFrame: *maxFrame, RegisterToken: *token, MaxClientInflight: *maxInflight, Logger: logger,
