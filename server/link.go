@@ -98,6 +98,15 @@ func (lk *link) pressured() bool {
 		(lk.gc != nil && lk.gc.OutboundBuffered() > cfg.MaxConnBuffer/2)
 }
 
+// relieved reports whether a pressured link has drained enough to let its
+// waiting clients go: well below the limits, so that they do not all find
+// it pressured again after one request each.
+func (lk *link) relieved() bool {
+	cfg := &lk.loop.p.cfg
+	return lk.fifo.Len() < cfg.MaxBackendInflight/2 &&
+		(lk.gc == nil || lk.gc.OutboundBuffered() < cfg.MaxConnBuffer/4)
+}
+
 // stalled reports whether the oldest request on the link is past its
 // deadline: the backend does not keep up at all, and waiting for it would
 // leave requests unanswered past the timeout.
@@ -258,7 +267,7 @@ func (lk *link) traffic() {
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
-	if len(lk.waiters) > 0 && !lk.pressured() {
+	if len(lk.waiters) > 0 && lk.relieved() {
 		lk.unblock()
 	}
 	// Waiting for the end of the poll pays only when a client that got a

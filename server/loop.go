@@ -36,9 +36,13 @@ type loop struct {
 	paused       []*inConn
 	flushing     bool
 
-	wake    *wake  // nil when it could not be set up: no deferring
-	moreDue bool   // a client answered in this link event awaits more replies
-	scratch []byte // link writes are gathered here
+	wake    *wake // nil when it could not be set up: no deferring
+	moreDue bool  // a client answered in this link event awaits more replies
+
+	pollEvents int    // events deferred to the doorbell in this poll
+	lastPoll   int    // pollEvents of the last deferred poll
+	probes     uint   // busy polls not deferred
+	scratch    []byte // link writes are gathered here
 
 	tickTask gnet.Runnable
 
@@ -195,10 +199,30 @@ func (l *loop) flush() {
 // the requests of all clients readable together go to a backend in one write,
 // and the replies a client gets from several backends in one write. A lone
 // request is written at once.
+//
+// Ringing costs two system calls, so it is worth it only when polls bring
+// several events: the loop counts the events of each deferred poll and stops
+// deferring while they come one at a time, trying again every eighth time.
 func (l *loop) flushSoon(busy bool) {
-	if busy && l.wake.ring() {
+	if l.wake != nil && l.wake.rung {
+		l.pollEvents++ // the doorbell will write for this event too
 		return
 	}
+	if busy && (l.lastPoll > 1 || l.probe()) && l.wake.ring() {
+		l.pollEvents = 1
+		return
+	}
+	l.flush()
+}
+
+func (l *loop) probe() bool {
+	l.probes++
+	return l.probes%8 == 0
+}
+
+// doorbell runs when the doorbell rings: the poll is over.
+func (l *loop) doorbell() {
+	l.lastPoll, l.pollEvents = l.pollEvents, 0
 	l.flush()
 }
 
@@ -222,7 +246,7 @@ func (l *loop) tick() {
 		i++
 	}
 	for b, lk := range l.links {
-		if len(lk.waiters) > 0 && (!lk.pressured() || lk.stalled(now)) {
+		if len(lk.waiters) > 0 && (lk.relieved() || lk.stalled(now)) {
 			lk.unblock() // a stalled link answers "overloaded" at once instead
 		}
 		switch {

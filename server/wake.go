@@ -91,7 +91,7 @@ func (w *wake) ring() bool {
 func (w *wake) traffic(c gnet.Conn) {
 	c.Discard(-1)
 	w.rung = false
-	w.loop.flush()
+	w.loop.doorbell()
 }
 
 func (w *wake) close() {
