@@ -17,8 +17,8 @@ func FuzzStream(f *testing.F) {
 	text := append(append(append([]byte{}, req...), '\n'), setup...)
 	seeds := [][]byte{
 		bin,
-		bin[:len(bin)-3],  // partial frame
-		bin[:2],           // partial header
+		bin[:len(bin)-3], // partial frame
+		bin[:2],          // partial header
 		text,
 		text[:len(text)-1], // object cut short
 		[]byte(`{"type":"0","srcid":4,"privPolyId":7,"payloadsize":3,"payload":"h\u00e9"}`),
