@@ -12,6 +12,7 @@ package results
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/prism-proxy/prism/bench/loadgen"
 	"os"
 	"strings"
 )
@@ -109,17 +110,8 @@ func (c *Case) ErrorCount() int64 {
 	return n
 }
 
-// Latency holds latency statistics in microseconds.
-type Latency struct {
-	Min   float64 `json:"min"`
-	Mean  float64 `json:"mean"`
-	P50   float64 `json:"p50"`
-	P90   float64 `json:"p90"`
-	P99   float64 `json:"p99"`
-	P999  float64 `json:"p999"`
-	P9999 float64 `json:"p9999"`
-	Max   float64 `json:"max"`
-}
+// Latency holds latency statistics in microseconds: the load generator's own.
+type Latency = loadgen.Latency
 
 // Memory is the idle-connection memory case of one proxy.
 type Memory struct {
