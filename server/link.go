@@ -24,11 +24,12 @@ type link struct {
 	dialing   bool
 	downUntil int64 // unix nanoseconds: a refused dial keeps the backend out until then
 
-	fifo    pool.FIFO[*call] // sent calls, then unsent ones
-	unsent  int              // calls at the fifo's tail not yet written
-	dirty   bool
-	waiters []*inConn // clients not read until the link drains
-	split   codec.Splitter
+	fifo        pool.FIFO[*call] // sent calls, then unsent ones
+	unsent      int              // calls at the fifo's tail not yet written
+	unsentBytes int              // their size on the wire
+	dirty       bool
+	waiters     []*inConn // clients not read until the link drains
+	split       codec.Splitter
 }
 
 // dispatch sends c to a backend of its policy, round robin, passing over
@@ -85,17 +86,27 @@ func (l *loop) dispatch(c *call) {
 	lk.fifo.Push(c)
 	c.inLink = true
 	lk.unsent++
+	lk.unsentBytes += len(c.reqFor(b.Framing))
 	if lk.gc != nil {
 		l.markLinkDirty(lk)
 	}
 }
 
 // pressured reports whether the link holds as many requests as it should:
-// MaxBackendInflight in flight, or half of MaxConnBuffer unwritten.
+// MaxBackendInflight in flight, or half of MaxConnBuffer not yet taken by
+// the socket.
 func (lk *link) pressured() bool {
 	cfg := &lk.loop.p.cfg
-	return lk.fifo.Len() >= cfg.MaxBackendInflight ||
-		(lk.gc != nil && lk.gc.OutboundBuffered() > cfg.MaxConnBuffer/2)
+	return lk.fifo.Len() >= cfg.MaxBackendInflight || lk.backlog() > cfg.MaxConnBuffer/2
+}
+
+// backlog is how many bytes of requests the socket has not taken yet.
+func (lk *link) backlog() int {
+	n := lk.unsentBytes
+	if lk.gc != nil {
+		n += lk.gc.OutboundBuffered()
+	}
+	return n
 }
 
 // relieved reports whether a pressured link has drained enough to let its
@@ -103,8 +114,7 @@ func (lk *link) pressured() bool {
 // it pressured again after one request each.
 func (lk *link) relieved() bool {
 	cfg := &lk.loop.p.cfg
-	return lk.fifo.Len() < cfg.MaxBackendInflight/2 &&
-		(lk.gc == nil || lk.gc.OutboundBuffered() < cfg.MaxConnBuffer/4)
+	return lk.fifo.Len() < cfg.MaxBackendInflight/2 && lk.backlog() < cfg.MaxConnBuffer/4
 }
 
 // stalled reports whether the oldest request on the link is past its
@@ -202,26 +212,33 @@ func (lk *link) dialFailed(err error) {
 	l.flush()
 }
 
-// flush writes the unsent calls in one write, gathered in the loop's
-// scratch buffer (gnet keeps what the socket does not take). Copying a batch
-// of small requests costs less than writev, whose iovec array x/sys/unix
-// allocates for more than a few pieces.
+// flush writes the unsent calls, gathered in the loop's scratch buffer in
+// batches of up to maxBatch bytes, for as long as the socket takes them.
+// Once it does not (gnet holds a rest), the remaining calls stay unsent in
+// the fifo: handing them to gnet would only copy them once more into its
+// buffer. The link's next reply (the backend has read) or the loop's tick
+// writes them. Copying a batch of small requests costs less than writev,
+// whose iovec array x/sys/unix allocates for more than a few pieces.
 func (lk *link) flush() {
-	if lk.gc == nil || lk.unsent == 0 {
-		return
-	}
 	l := lk.loop
 	f := lk.backend.Framing
-	buf := l.scratch[:0]
-	for i := lk.fifo.Len() - lk.unsent; i < lk.fifo.Len(); i++ {
-		buf = append(buf, lk.fifo.At(i).reqFor(f)...)
-	}
-	lk.unsent = 0
-	lk.gc.Write(buf) // on error OnClose runs inside and retries the calls
-	if cap(buf) <= maxScratch {
-		l.scratch = buf[:0]
+	for lk.gc != nil && lk.unsent > 0 && lk.gc.OutboundBuffered() == 0 {
+		buf := l.scratch[:0]
+		i := lk.fifo.Len() - lk.unsent
+		for ; i < lk.fifo.Len() && len(buf) < maxBatch; i++ {
+			buf = append(buf, lk.fifo.At(i).reqFor(f)...)
+		}
+		lk.unsent = lk.fifo.Len() - i
+		lk.unsentBytes -= len(buf)
+		lk.gc.Write(buf) // on error OnClose runs inside and retries the calls
+		if cap(buf) <= maxScratch {
+			l.scratch = buf[:0]
+		}
 	}
 }
+
+// maxBatch is the size past which a link write stops gathering requests.
+const maxBatch = 256 << 10
 
 // maxScratch is the largest write buffer a loop keeps between writes.
 const maxScratch = 4 << 20
@@ -266,6 +283,9 @@ func (lk *link) traffic() {
 	}
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
+	}
+	if lk.unsent > 0 && lk.gc != nil {
+		l.markLinkDirty(lk) // the backend reads: the socket may take more
 	}
 	if len(lk.waiters) > 0 && lk.relieved() {
 		lk.unblock()
@@ -318,7 +338,7 @@ func (lk *link) closed(gc gnet.Conn, err error) {
 // or answered backend_unavailable.
 func (lk *link) failAll() {
 	l := lk.loop
-	lk.unsent = 0
+	lk.unsent, lk.unsentBytes = 0, 0
 	for {
 		c, ok := lk.fifo.Pop()
 		if !ok {

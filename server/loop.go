@@ -246,6 +246,9 @@ func (l *loop) tick() {
 		i++
 	}
 	for b, lk := range l.links {
+		if lk.unsent > 0 && lk.gc != nil {
+			l.markLinkDirty(lk)
+		}
 		if len(lk.waiters) > 0 && (lk.relieved() || lk.stalled(now)) {
 			lk.unblock() // a stalled link answers "overloaded" at once instead
 		}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
 )
@@ -469,5 +471,73 @@ func TestStalledBackendRefusesFast(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("answers took %v", d)
+	}
+}
+
+// A backend that stops reading fills its socket; the requests behind stay
+// in the proxy's queue (not copied into gnet's buffer) and go out once the
+// backend reads again, in order, none lost.
+func TestBackendSocketFullHoldsRequests(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, MaxFrame: 64 << 10})
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open)
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { <-gate; return s, true })
+	const clients, each = 4, 48
+	payload := strings.Repeat("p", 32<<10) // 4×48×32 KiB = 6 MiB: more than loopback buffers hold
+	cs := make([]*client.Conn, clients)
+	for i := range cs {
+		cs[i] = dial(t, p, codec.Binary)
+		for j := range each {
+			cs[i].Send(int64(i), 7, fmt.Sprint(j)+payload)
+		}
+		go cs[i].Flush()
+	}
+	var held, buffered int
+	waitFor(t, "requests held back by the full socket", 10*time.Second, func() bool {
+		onLoops(t, p, func(l *loop) {
+			for _, lk := range l.links {
+				if lk.gc != nil {
+					held, buffered = lk.unsent, lk.gc.OutboundBuffered()
+				}
+			}
+		})
+		return held > 0
+	})
+	if buffered > maxBatch+(64<<10) {
+		t.Fatalf("gnet buffers %d bytes for the link; want at most one batch", buffered)
+	}
+	open()
+	for i, c := range cs {
+		for j := range each {
+			if a := recv(t, c); a.Type != codec.TypeReply || a.Payload != fmt.Sprint(j)+payload {
+				t.Fatalf("client %d answer %d: %+v", i, j, a.Code)
+			}
+		}
+	}
+}
+
+// onLoops runs f on each event loop, in the loop, and waits for it.
+func onLoops(t testing.TB, p *Proxy, f func(*loop)) {
+	t.Helper()
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	for _, l := range loops {
+		done := make(chan struct{})
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			f(l)
+			close(done)
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("event loop did not run the task")
+		}
 	}
 }
