@@ -39,6 +39,17 @@ func BenchmarkDecodeRequest(b *testing.B) {
 				}
 			}
 		})
+		b.Run("sonic_request/"+sizeName(size), func(b *testing.B) {
+			var d Decoder
+			var m Message
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.DecodeRequest(body, &m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 		b.Run("encoding_json/"+sizeName(size), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -171,5 +172,29 @@ func TestSplitBinary(t *testing.T) {
 	}
 	if _, _, err := SplitBinary([]byte{0x7f, 0xff, 0xff, 0xf0, '{'}, 0); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("huge header: err = %v; want ErrTooLarge", err)
+	}
+}
+
+// The canonical request takes the fast path, without allocating.
+func TestDecodeRequestFastPath(t *testing.T) {
+	var d Decoder
+	var m Message
+	body := AppendRequest(nil, 42, 7, strings.Repeat("é", 40))
+	if _, ok := d.fast(body, &m); !ok {
+		t.Fatal("the encoder's own request missed the fast path")
+	}
+	if m.SrcID != 42 || m.Payload != strings.Repeat("é", 40) || m.PayloadSize != 80 {
+		t.Fatalf("fast path decoded %+v", m)
+	}
+	if n := testing.AllocsPerRun(100, func() { d.DecodeRequest(body, &m) }); n != 0 {
+		t.Fatalf("DecodeRequest allocates %.0f times", n)
+	}
+	for _, s := range requestCases {
+		var fast, slow Message
+		p1, e1 := d.DecodeRequest([]byte(s), &fast)
+		p2, e2 := generalRequest(&d, []byte(s), &slow)
+		if e1 != e2 || p1 != p2 {
+			t.Errorf("%q: fast %d %v, general %d %v", s, p1, e1, p2, e2)
+		}
 	}
 }

@@ -92,3 +92,59 @@ func splitAll(stream []byte, chunk int) ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// FuzzDecodeRequest checks that the request fast path agrees with the
+// general path (Decode, then ValidateRequest) on every input.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range requestCases {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var d Decoder
+		var fast, slow Message
+		p1, e1 := d.DecodeRequest(body, &fast)
+		p2, e2 := generalRequest(&d, body, &slow)
+		if e1 != e2 {
+			t.Fatalf("%q: DecodeRequest says %v, the general path %v", body, e1, e2)
+		}
+		if e1 != nil {
+			return
+		}
+		const fields = HasSrcID | HasPoliId | HasPolyId | HasPayload | HasPayloadSize
+		if p1 != p2 || fast.SrcID != slow.SrcID || fast.Payload != slow.Payload || fast.Has&fields != slow.Has&fields {
+			t.Fatalf("%q: fast %+v policy %d, general %+v policy %d", body, fast, p1, slow, p2)
+		}
+	})
+}
+
+func generalRequest(d *Decoder, body []byte, m *Message) (int64, error) {
+	if err := d.Decode(body, m); err != nil {
+		return 0, err
+	}
+	return m.ValidateRequest()
+}
+
+// requestCases are requests the fast path must take or leave to the general path.
+var requestCases = []string{
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":5,"payload":"hello"}`,
+	`{"type":0,"srcid":42,"privPolyId":7,"payloadsize":5,"payload":"hello"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"privPolyId":7,"payloadsize":0,"payload":""}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"privPolyId":8,"payloadsize":5,"payload":"hello"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":0}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":2,"payload":"h\u00e9"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"` + "\xff" + `"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":2,"payload":"` + "\xc3\xa9" + `"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"` + "\x01" + `"}`,
+	`{"type":0,"srcid":42,"srcid":null,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":0,"srcid":null,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":0,"SRCID":42,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":"0","srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":0,"srcid":4.5,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":0,"srcid":-9223372036854775808,"privPoliId":7,"payloadsize":1,"payload":"x"}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x"} {}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x"}}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x","extra":[1,{"a":"b"}]}`,
+	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x","extra":[1,}`,
+	`{"type":1,"id":3,"privPolyId":9,"listenport":9101}`,
+	`null`, `[]`, `"x"`, ``, ` `,
+}

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/bytedance/sonic/ast"
+	"github.com/bytedance/sonic/decoder"
 )
 
 // Message types of the protocol.
@@ -91,7 +92,9 @@ var (
 // Decoder decodes message bodies. Its zero value is ready; reuse one per
 // goroutine so decoding allocates nothing.
 type Decoder struct {
-	v visitor
+	v     visitor
+	req   fastRequest
+	sonic decoder.Decoder
 }
 
 // Decode decodes one JSON object into m, which it resets first. It checks the

@@ -76,6 +76,7 @@ func (ic *inConn) parse() {
 		return
 	}
 	buf, _ := ic.gc.Peek(-1)
+	ic.loop.stamp = ic.loop.clock()
 	off := 0
 	for off < len(buf) {
 		if !ic.canParse() {
@@ -125,26 +126,29 @@ func (ic *inConn) fatal(code, text string) {
 func (ic *inConn) message(body []byte) {
 	l := ic.loop
 	m := &l.msg
-	err := l.dec.Decode(body, m)
-	if err == nil && m.Has&codec.HasType == 0 {
-		err = codec.ErrType
-	}
-	if err == nil && ic.role == roleUnknown {
-		ic.role = roleClient
-		if m.Type == codec.TypeSetup {
+	var policy int64
+	var err error
+	if ic.role == roleClient {
+		policy, err = l.dec.DecodeRequest(body, m)
+	} else {
+		// The first message decides the role; a lease takes only setups.
+		err = l.dec.Decode(body, m)
+		if err == nil && m.Has&codec.HasType == 0 {
+			err = codec.ErrType
+		}
+		if err == nil && ic.role == roleUnknown && m.Type == codec.TypeSetup {
 			ic.role = roleLease
 		}
-	}
-	if err == nil && ic.role == roleLease {
-		ic.setup(m)
-		return
-	}
-	var policy int64
-	if err == nil {
-		policy, err = m.ValidateRequest()
-	}
-	if ic.role == roleUnknown {
-		ic.role = roleClient
+		if err == nil && ic.role == roleLease {
+			ic.setup(m)
+			return
+		}
+		if err == nil {
+			policy, err = m.ValidateRequest()
+		}
+		if ic.role == roleUnknown {
+			ic.role = roleClient
+		}
 	}
 	c := l.newCall(ic, body, m.SrcID, policy)
 	ic.queue.Push(c)

@@ -22,7 +22,7 @@ type link struct {
 	gc      gnet.Conn // nil while dialing and once closed
 
 	dialing   bool
-	downUntil int64 // unix nanoseconds: a refused dial keeps the backend out until then
+	downUntil int64 // loop clock: a refused dial keeps the backend out until then
 
 	fifo        pool.FIFO[*call] // sent calls, then unsent ones
 	unsent      int              // calls at the fifo's tail not yet written
@@ -43,7 +43,13 @@ func (l *loop) dispatch(c *call) {
 		l.answerError(c, codec.CodeNoBackend, "no backend serves policy "+itoa(c.policy))
 		return
 	}
-	now := time.Now().UnixNano()
+	var now int64 // read when needed
+	clock := func() int64 {
+		if now == 0 {
+			now = l.clock()
+		}
+		return now
+	}
 	var pressed *pool.Backend // the first backend passed over for pressure
 	b := pol.NextExcept(func(b *pool.Backend) bool {
 		if b == c.last && len(pol.Backends) > 1 {
@@ -53,7 +59,7 @@ func (l *loop) dispatch(c *call) {
 		switch {
 		case lk == nil:
 			return false
-		case lk.gc == nil && !lk.dialing && now < lk.downUntil:
+		case lk.gc == nil && !lk.dialing && clock() < lk.downUntil:
 			return true
 		case lk.pressured():
 			if pressed == nil {
@@ -75,7 +81,7 @@ func (l *loop) dispatch(c *call) {
 		lk = l.dial(b)
 	}
 	if b == pressed {
-		if lk.stalled(now) || lk.fifo.Len() >= 2*l.p.cfg.MaxBackendInflight {
+		if lk.stalled(clock()) || lk.fifo.Len() >= 2*l.p.cfg.MaxBackendInflight {
 			l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
 			return
 		}
@@ -205,7 +211,7 @@ func (lk *link) opened(gc gnet.Conn) {
 func (lk *link) dialFailed(err error) {
 	l := lk.loop
 	lk.dialing = false
-	lk.downUntil = time.Now().Add(l.p.cfg.DownFor).UnixNano()
+	lk.downUntil = l.clock() + int64(l.p.cfg.DownFor)
 	l.metrics.dialErrors.Add(1)
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
 	lk.failAll()

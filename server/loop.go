@@ -46,12 +46,15 @@ type loop struct {
 
 	tickTask gnet.Runnable
 
+	epoch time.Time // the loop's clock counts from here (monotonic)
+	stamp int64     // the clock when the current read began: its requests' arrival
+
 	unanswered atomic.Int64
 	metrics    loopMetrics
 }
 
 func newLoop(p *Proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}}
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: time.Now()}
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -70,7 +73,7 @@ type call struct {
 	client   *inConn
 	srcid    int64
 	policy   int64
-	deadline int64 // unix nanoseconds
+	deadline int64 // loop clock
 	attempts int   // backends tried
 	last     *pool.Backend
 
@@ -102,7 +105,7 @@ func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
 		c = new(call)
 	}
 	c.client, c.srcid, c.policy = client, srcid, policy
-	c.deadline = time.Now().Add(l.p.cfg.Timeout).UnixNano()
+	c.deadline = l.stamp + int64(l.p.cfg.Timeout)
 	c.req = codec.BeginFrame(c.req[:0], codec.Binary)
 	c.req = append(c.req, body...)
 	c.req = codec.EndFrame(c.req, codec.Binary, 0)
@@ -112,6 +115,11 @@ func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
 	l.unanswered.Add(1)
 	return c
 }
+
+// clock returns the loop's monotonic time in nanoseconds. It reads one
+// clock where time.Now reads two; requests parsed from one read share one
+// reading (stamp).
+func (l *loop) clock() int64 { return int64(time.Since(l.epoch)) }
 
 // release recycles c once neither its client nor a link refers to it.
 func (l *loop) release(c *call) {
@@ -229,7 +237,7 @@ func (l *loop) doorbell() {
 // tick expires overdue calls, resumes clients paused on a full outbound
 // buffer, and closes idle links to backends that left rotation.
 func (l *loop) tick() {
-	now := time.Now().UnixNano()
+	now := l.clock()
 	for c := l.timers.head; c != nil && c.deadline <= now; c = l.timers.head {
 		l.answerError(c, codec.CodeTimeout, "no reply within the request timeout")
 	}

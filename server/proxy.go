@@ -13,6 +13,7 @@ import (
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"golang.org/x/sys/unix"
 
+	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -70,6 +71,9 @@ func (p *Proxy) Config() Config { return p.cfg }
 // Start runs the event loops in the background and returns once the proxy
 // listens (or failed to).
 func (p *Proxy) Start() error {
+	if err := codec.Prepare(); err != nil {
+		p.cfg.Logger.Warn("request decoder not compiled ahead: the first request compiles it", "err", err)
+	}
 	go p.serve()
 	select {
 	case <-p.booted:
