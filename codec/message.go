@@ -94,6 +94,7 @@ var (
 type Decoder struct {
 	v     visitor
 	req   fastRequest
+	vals  fastValues
 	sonic decoder.Decoder
 }
 

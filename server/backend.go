@@ -303,14 +303,13 @@ func (s *BackendServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // OnTraffic answers every complete request, in order, in one write.
 func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 	bc := c.Context().(*backendConn)
-	buf, _ := c.Peek(-1)
-	off := 0
+	f := newFrames(c, &bc.split)
 	bc.out = bc.out[:0]
 	var served uint64
 	action := gnet.None
-	for off < len(buf) {
-		body, n, err := bc.split.Next(buf[off:])
-		if errors.Is(err, codec.ErrIncomplete) {
+	for {
+		body, err := f.next()
+		if incomplete(err) {
 			break
 		}
 		if err != nil {
@@ -319,19 +318,17 @@ func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 			bc.out = codec.AppendError(bc.out, 0, codec.CodeTooLarge, err.Error())
 			bc.out = codec.EndFrame(bc.out, bc.split.Framing, start)
 			action = gnet.Close
-			off = len(buf)
+			c.Discard(-1)
 			break
 		}
-		off += n
 		served++
 		start := len(bc.out)
 		bc.out = codec.BeginFrame(bc.out, bc.split.Framing)
 		bc.out = s.answer(bc, body)
 		bc.out = codec.EndFrame(bc.out, bc.split.Framing, start)
+		f.consume()
 	}
-	if off > 0 {
-		c.Discard(off)
-	}
+	f.done()
 	if len(bc.out) > 0 {
 		c.Write(bc.out)
 	}
@@ -346,11 +343,7 @@ func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 // (a backend answers every request, or the proxy's matching would slip).
 func (s *BackendServer) answer(bc *backendConn, body []byte) []byte {
 	m := &bc.msg
-	err := bc.dec.Decode(body, m)
-	if err == nil {
-		_, err = m.ValidateRequest()
-	}
-	if err != nil {
+	if _, err := bc.dec.DecodeRequest(body, m); err != nil {
 		return codec.AppendError(bc.out, m.SrcID, codec.CodeBadRequest, err.Error())
 	}
 	payload := m.Payload

@@ -75,19 +75,18 @@ func (ic *inConn) parse() {
 	if ic.closing {
 		return
 	}
-	buf, _ := ic.gc.Peek(-1)
 	ic.loop.stamp = ic.loop.clock()
-	off := 0
-	for off < len(buf) {
+	f := newFrames(ic.gc, &ic.split)
+	for {
 		if !ic.canParse() {
-			if !ic.paused {
+			if !ic.paused && ic.gc.InboundBuffered() > 0 {
 				ic.paused = true
 				ic.loop.paused = append(ic.loop.paused, ic)
 			}
 			break
 		}
-		body, n, err := ic.split.Next(buf[off:])
-		if errors.Is(err, codec.ErrIncomplete) {
+		body, err := f.next()
+		if incomplete(err) {
 			break
 		}
 		if err != nil {
@@ -98,15 +97,13 @@ func (ic *inConn) parse() {
 			ic.fatal(code, text)
 			return
 		}
-		off += n
 		ic.message(body)
 		if ic.gc == nil || ic.closing {
 			return
 		}
+		f.consume()
 	}
-	if off > 0 {
-		ic.gc.Discard(off)
-	}
+	f.done()
 }
 
 // fatal answers code after the requests already queued, then closes: the

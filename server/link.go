@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"net"
 	"strconv"
 	"time"
@@ -252,12 +251,10 @@ const maxScratch = 4 << 20
 // traffic matches replies to the fifo's head and hands them to their clients.
 func (lk *link) traffic() {
 	l := lk.loop
-	buf, _ := lk.gc.Peek(-1)
-	off := 0
-	broken := false
-	for off < len(buf) {
-		body, n, err := lk.split.Next(buf[off:])
-		if errors.Is(err, codec.ErrIncomplete) {
+	f := newFrames(lk.gc, &lk.split)
+	for {
+		body, err := f.next()
+		if incomplete(err) {
 			break
 		}
 		if err != nil || lk.fifo.Len() <= lk.unsent {
@@ -265,28 +262,22 @@ func (lk *link) traffic() {
 			// the calls in flight are retried elsewhere.
 			l.p.cfg.Logger.Warn("backend broke the protocol: closing its data connection",
 				"id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
-			broken = true
-			break
+			lk.gc.Discard(-1)
+			lk.gc.Close()
+			return
 		}
 		c, _ := lk.fifo.Pop()
-		off += n
 		c.inLink = false
 		if !l.markAnswered(c) {
 			l.metrics.late.Add(1)
 			l.release(c)
-			continue
+		} else {
+			l.metrics.replies.Add(1)
+			c.client.answerReply(c, body)
 		}
-		l.metrics.replies.Add(1)
-		c.client.answerReply(c, body)
+		f.consume()
 	}
-	if broken && lk.gc != nil {
-		lk.gc.Discard(-1)
-		lk.gc.Close()
-		return
-	}
-	if off > 0 && lk.gc != nil {
-		lk.gc.Discard(off)
-	}
+	f.done()
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
