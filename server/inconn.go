@@ -52,7 +52,7 @@ func (ic *inConn) traffic() {
 		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
 	}
 	l := ic.loop
-	l.flushSoon(l.unanswered.Load() > int64(ic.queue.Len()))
+	l.flushSoon(l.metrics.n[mUnanswered] > int64(ic.queue.Len()))
 }
 
 // canParse reports whether the connection may take more requests now.
@@ -149,7 +149,7 @@ func (ic *inConn) message(body []byte) {
 	}
 	c := l.newCall(ic, body, m.SrcID, policy)
 	ic.queue.Push(c)
-	l.metrics.requests.Add(1)
+	l.metrics.n[mRequests]++
 	if err != nil {
 		l.answerError(c, codec.CodeBadRequest, badRequestText(err))
 		return
@@ -304,7 +304,7 @@ func (ic *inConn) closed() {
 		}
 		c.inClient = false
 		if l.markAnswered(c) {
-			l.metrics.abandoned.Add(1)
+			l.metrics.n[mAbandoned]++
 		}
 		l.release(c)
 	}

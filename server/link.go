@@ -164,7 +164,7 @@ func (l *loop) dial(b *pool.Backend) *link {
 		l.links[b] = lk
 	}
 	lk.dialing = true
-	l.metrics.dials.Add(1)
+	l.metrics.n[mDials]++
 	go dialBackend(lk, b.Addr, l.p.cfg.DialTimeout)
 	return lk
 }
@@ -211,7 +211,7 @@ func (lk *link) dialFailed(err error) {
 	l := lk.loop
 	lk.dialing = false
 	lk.downUntil = l.clock() + int64(l.p.cfg.DownFor)
-	l.metrics.dialErrors.Add(1)
+	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
 	lk.failAll()
 	l.flush()
@@ -269,10 +269,10 @@ func (lk *link) traffic() {
 		c, _ := lk.fifo.Pop()
 		c.inLink = false
 		if !l.markAnswered(c) {
-			l.metrics.late.Add(1)
+			l.metrics.n[mLate]++
 			l.release(c)
 		} else {
-			l.metrics.replies.Add(1)
+			l.metrics.n[mReplies]++
 			c.client.answerReply(c, body)
 		}
 		f.consume()
@@ -347,7 +347,7 @@ func (lk *link) failAll() {
 			continue
 		}
 		if c.attempts <= l.p.cfg.Retries {
-			l.metrics.retries.Add(1)
+			l.metrics.n[mRetries]++
 			l.dispatch(c)
 			continue
 		}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -49,7 +48,6 @@ type loop struct {
 	epoch time.Time // the loop's clock counts from here (monotonic)
 	stamp int64     // the clock when the current read began: its requests' arrival
 
-	unanswered atomic.Int64
 	metrics    loopMetrics
 }
 
@@ -112,7 +110,7 @@ func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
 	c.req = append(c.req, '\n')
 	c.inClient = true
 	l.timers.push(c)
-	l.unanswered.Add(1)
+	l.metrics.n[mUnanswered]++
 	return c
 }
 
@@ -139,7 +137,7 @@ func (l *loop) markAnswered(c *call) bool {
 	}
 	c.answered = true
 	l.timers.remove(c)
-	l.unanswered.Add(-1)
+	l.metrics.n[mUnanswered]--
 	return true
 }
 
@@ -199,6 +197,9 @@ func (l *loop) flush() {
 		l.dirtyClients = l.dirtyClients[:0]
 	}
 	l.flushing = false
+	if now := l.clock(); now-l.metrics.last >= publishEvery {
+		l.metrics.publish(now)
+	}
 }
 
 // flushSoon ends a callback. When busy (other requests are in flight, so
@@ -268,6 +269,7 @@ func (l *loop) tick() {
 		}
 	}
 	l.flush()
+	l.metrics.publish(now)
 }
 
 // callList is an intrusive doubly linked list of calls.

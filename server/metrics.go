@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,19 +16,49 @@ var errorCodes = [...]string{
 	codec.CodeTimeout, codec.CodeOverloaded, codec.CodeUnauthorized, codec.CodeShuttingDown,
 }
 
-// loopMetrics are one loop's counters: written by the loop only, each on the
-// loop's own cache lines, read by scrapes.
+// Indexes of a loop's counters.
+const (
+	mRequests = iota
+	mReplies
+	mRetries
+	mLate
+	mAbandoned
+	mDials
+	mDialErrors
+	mConns
+	mUnanswered
+	mErrors // first of len(errorCodes)
+	mCount  = mErrors + len(errorCodes)
+)
+
+// loopMetrics are one loop's counters. The loop counts with plain adds: an
+// atomic add per request is a locked instruction that waits for the store
+// buffer to drain, which cost ~6% of the CPU at 1000 connections. It
+// publishes the counts to atomics for scrapes and Shutdown at most every
+// publishEvery while busy, and on every tick.
 type loopMetrics struct {
-	requests, replies, retries, late, abandoned atomic.Int64
-	dials, dialErrors, conns                    atomic.Int64
-	errors                                      [len(errorCodes)]atomic.Int64
-	_                                           [64]byte
+	n    [mCount]int64        // the loop's own
+	pub  [mCount]atomic.Int64 // published copies
+	last int64                // loop clock of the last publish
+	_    [64]byte
+}
+
+// publishEvery bounds how stale published counters are while the loop is busy.
+const publishEvery = int64(time.Millisecond)
+
+func (m *loopMetrics) publish(now int64) {
+	m.last = now
+	for i := range m.n {
+		if m.pub[i].Load() != m.n[i] {
+			m.pub[i].Store(m.n[i])
+		}
+	}
 }
 
 func (m *loopMetrics) countError(code string) {
 	for i, c := range errorCodes {
 		if c == code {
-			m.errors[i].Add(1)
+			m.n[mErrors+i]++
 			return
 		}
 	}
@@ -63,27 +94,34 @@ type Snapshot struct {
 	Inflight   int64            // requests not yet answered
 }
 
-// Snapshot sums the loops' counters.
+// Snapshot sums the loops' counters. It asks each loop to publish first
+// (waiting for a busy loop at most syncWait), so that it sees what happened
+// before the call; once the proxy stopped it reads the final counts.
 func (m *Metrics) Snapshot() Snapshot {
+	stopped := m.p.syncMetrics()
 	s := Snapshot{Errors: map[string]int64{}}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, l := range m.loops {
-		s.Requests += l.requests.Load()
-		s.Replies += l.replies.Load()
-		s.Retries += l.retries.Load()
-		s.Late += l.late.Load()
-		s.Abandoned += l.abandoned.Load()
-		s.Dials += l.dials.Load()
-		s.DialErrors += l.dialErrors.Load()
-		s.Conns += l.conns.Load()
+		get := func(i int) int64 { return l.pub[i].Load() }
+		if stopped { // the loops are done: Run's return ordered their writes before this
+			get = func(i int) int64 { return l.n[i] }
+		}
+		s.Requests += get(mRequests)
+		s.Replies += get(mReplies)
+		s.Retries += get(mRetries)
+		s.Late += get(mLate)
+		s.Abandoned += get(mAbandoned)
+		s.Dials += get(mDials)
+		s.DialErrors += get(mDialErrors)
+		s.Conns += get(mConns)
+		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
-			if n := l.errors[i].Load(); n > 0 {
+			if n := get(mErrors + i); n > 0 {
 				s.Errors[c] += n
 			}
 		}
 	}
-	s.Inflight = m.p.unanswered()
 	return s
 }
 
@@ -111,7 +149,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector: the counters are read at scrape
-// time, so the request path pays only for its loop-local atomic adds.
+// time, so the request path pays only for its loop-local adds.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	s := m.Snapshot()
 	counter := func(d *prometheus.Desc, v int64, labels ...string) {

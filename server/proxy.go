@@ -148,12 +148,49 @@ func stopEngine(eng gnet.Engine, done <-chan struct{}) {
 	cancel()
 }
 
+// syncWait bounds how long a Snapshot waits for a loop to publish.
+const syncWait = 100 * time.Millisecond
+
+// syncMetrics has every loop publish its counters, and reports whether the
+// proxy has stopped (its loops are gone).
+func (p *Proxy) syncMetrics() (stopped bool) {
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	timeout := time.NewTimer(syncWait)
+	defer timeout.Stop()
+	for _, l := range loops {
+		done := make(chan struct{})
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.metrics.publish(l.clock())
+			close(done)
+			return nil
+		}))
+		if err != nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-timeout.C:
+			return false
+		case <-p.done:
+			return true
+		}
+	}
+	return false
+}
+
 func (p *Proxy) unanswered() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var n int64
 	for _, l := range p.list {
-		n += l.unanswered.Load()
+		n += l.metrics.pub[mUnanswered].Load()
 	}
 	return n
 }
@@ -210,7 +247,7 @@ func (p *Proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	ic := &inConn{loop: l, gc: c}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
-	l.metrics.conns.Add(1)
+	l.metrics.n[mConns]++
 	return nil, gnet.None
 }
 
@@ -222,7 +259,7 @@ func (p *Proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.loop.flush()
 	case *inConn:
 		x.closed()
-		x.loop.metrics.conns.Add(-1)
+		x.loop.metrics.n[mConns]--
 		x.loop.flush()
 	case *wake:
 		x.ready = false
