@@ -36,6 +36,7 @@ type inConn struct {
 	out     []byte // answers due, in order; nil when none (a loop buffer)
 
 	blocked *link // a pressured link this client waits for
+	active  bool  // in loop.active
 
 	// lease
 	backend *pool.Backend
