@@ -51,7 +51,7 @@ type loop struct {
 	epoch time.Time // the loop's clock counts from here (monotonic)
 	stamp int64     // the clock when the current read began: its requests' arrival
 
-	metrics    loopMetrics
+	metrics loopMetrics
 }
 
 func newLoop(p *Proxy, el gnet.EventLoop) *loop {
