@@ -29,6 +29,14 @@ func (q *FIFO[T]) Front() (v T, ok bool) {
 }
 
 // Pop removes and returns the head item; ok is false when the queue is empty.
+// Back returns the newest value without removing it.
+func (q *FIFO[T]) Back() (v T, ok bool) {
+	if q.n == 0 {
+		return v, false
+	}
+	return q.At(q.n - 1), true
+}
+
 func (q *FIFO[T]) Pop() (v T, ok bool) {
 	if q.n == 0 {
 		return v, false

@@ -115,7 +115,7 @@ func (ic *inConn) fatal(code, text string) {
 	}
 	ic.closing = true
 	ic.gc.Discard(-1)
-	c := ic.loop.newCall(ic, nil, 0, 0)
+	c := ic.loop.newCall(ic, 0, 0)
 	ic.queue.Push(c)
 	ic.loop.answerError(c, code, text)
 }
@@ -148,7 +148,7 @@ func (ic *inConn) message(body []byte) {
 			ic.role = roleClient
 		}
 	}
-	c := l.newCall(ic, body, m.SrcID, policy)
+	c := l.newCall(ic, m.SrcID, policy)
 	ic.queue.Push(c)
 	l.metrics.n[mRequests]++
 	if err != nil {
@@ -159,7 +159,7 @@ func (ic *inConn) message(body []byte) {
 		l.answerError(c, codec.CodeShuttingDown, "the proxy is shutting down")
 		return
 	}
-	l.dispatch(c)
+	l.dispatch(c, body)
 }
 
 func badRequestText(err error) string {

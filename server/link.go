@@ -23,9 +23,15 @@ type link struct {
 	dialing   bool
 	downUntil int64 // loop clock: a refused dial keeps the backend out until then
 
-	fifo        pool.FIFO[*call] // sent calls, then unsent ones
-	unsent      int              // calls at the fifo's tail not yet written
-	unsentBytes int              // their size on the wire
+	fifo pool.FIFO[*call] // calls sent or to send, oldest first
+
+	// The requests of the fifo's calls, in order (chunks.go).
+	chunks      pool.FIFO[*chunk]
+	sentChunk   int   // index in chunks of the first one not all written
+	sentOff     int   // bytes of it written
+	unsentBytes int   // bytes in chunks not yet written
+	appended    int64 // bytes ever pushed
+	sent        int64 // bytes ever written (handed to gnet)
 	dirty       bool
 	waiters     []*inConn // clients not read until the link drains
 	split       codec.Splitter
@@ -36,7 +42,7 @@ type link struct {
 // that just failed c. When every usable backend is under pressure, c goes to
 // the round-robin choice anyway and its client stops being read until that
 // link drains: backpressure reaches the client instead of an error.
-func (l *loop) dispatch(c *call) {
+func (l *loop) dispatch(c *call, body []byte) {
 	pol := l.p.registry.Policy(c.policy)
 	if pol == nil {
 		l.answerError(c, codec.CodeNoBackend, "no backend serves policy "+itoa(c.policy))
@@ -90,8 +96,7 @@ func (l *loop) dispatch(c *call) {
 	c.last = b
 	lk.fifo.Push(c)
 	c.inLink = true
-	lk.unsent++
-	lk.unsentBytes += len(c.reqFor(b.Framing))
+	lk.push(c, body)
 	if lk.gc != nil {
 		l.markLinkDirty(lk)
 	}
@@ -202,7 +207,7 @@ func (lk *link) opened(gc gnet.Conn) {
 	lk.gc = gc
 	lk.dialing = false
 	lk.downUntil = 0
-	if lk.unsent > 0 {
+	if lk.unsentBytes > 0 {
 		lk.loop.markLinkDirty(lk)
 	}
 }
@@ -217,36 +222,26 @@ func (lk *link) dialFailed(err error) {
 	l.flush()
 }
 
-// flush writes the unsent calls, gathered in the loop's scratch buffer in
-// batches of up to maxBatch bytes, for as long as the socket takes them.
-// Once it does not (gnet holds a rest), the remaining calls stay unsent in
-// the fifo: handing them to gnet would only copy them once more into its
-// buffer. The link's next reply (the backend has read) or the loop's tick
-// writes them. Copying a batch of small requests costs less than writev,
-// whose iovec array x/sys/unix allocates for more than a few pieces.
+// flush writes the chunks' unwritten requests, a chunk's run per write, for
+// as long as the socket takes them. Once it does not (gnet holds a rest),
+// the rest stays in the chunks: handing it to gnet would only copy it once
+// more into its buffer. The link's next reply (the backend has read) or the
+// loop's tick writes it.
 func (lk *link) flush() {
-	l := lk.loop
-	f := lk.backend.Framing
-	for lk.gc != nil && lk.unsent > 0 && lk.gc.OutboundBuffered() == 0 {
-		buf := l.scratch[:0]
-		i := lk.fifo.Len() - lk.unsent
-		for ; i < lk.fifo.Len() && len(buf) < maxBatch; i++ {
-			buf = append(buf, lk.fifo.At(i).reqFor(f)...)
+	for lk.gc != nil && lk.unsentBytes > 0 && lk.gc.OutboundBuffered() == 0 {
+		ch := lk.chunks.At(lk.sentChunk)
+		b := ch.buf[lk.sentOff:]
+		if len(b) == 0 { // this chunk is written: the next one has the rest
+			lk.sentChunk++
+			lk.sentOff = 0
+			continue
 		}
-		lk.unsent = lk.fifo.Len() - i
-		lk.unsentBytes -= len(buf)
-		lk.gc.Write(buf) // on error OnClose runs inside and retries the calls
-		if cap(buf) <= maxScratch {
-			l.scratch = buf[:0]
-		}
+		lk.sentOff += len(b)
+		lk.unsentBytes -= len(b)
+		lk.sent += int64(len(b))
+		lk.gc.Write(b) // on error OnClose runs inside and retries the calls
 	}
 }
-
-// maxBatch is the size past which a link write stops gathering requests.
-const maxBatch = 256 << 10
-
-// maxScratch is the largest write buffer a loop keeps between writes.
-const maxScratch = 4 << 20
 
 // traffic matches replies to the fifo's head and hands them to their clients.
 func (lk *link) traffic() {
@@ -257,7 +252,7 @@ func (lk *link) traffic() {
 		if incomplete(err) {
 			break
 		}
-		if err != nil || lk.fifo.Len() <= lk.unsent {
+		if front, ok := lk.fifo.Front(); err != nil || !ok || front.end > lk.sent {
 			// A reply nobody asked for, or a stream that cannot be cut:
 			// the calls in flight are retried elsewhere.
 			l.p.cfg.Logger.Warn("backend broke the protocol: closing its data connection",
@@ -268,6 +263,7 @@ func (lk *link) traffic() {
 		}
 		c, _ := lk.fifo.Pop()
 		c.inLink = false
+		lk.left(c)
 		if !l.markAnswered(c) {
 			l.metrics.n[mLate]++
 			l.release(c)
@@ -281,7 +277,7 @@ func (lk *link) traffic() {
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
-	if lk.unsent > 0 && lk.gc != nil {
+	if lk.unsentBytes > 0 && lk.gc != nil {
 		l.markLinkDirty(lk) // the backend reads: the socket may take more
 	}
 	if len(lk.waiters) > 0 && lk.relieved() {
@@ -335,25 +331,28 @@ func (lk *link) closed(gc gnet.Conn, err error) {
 // or answered backend_unavailable.
 func (lk *link) failAll() {
 	l := lk.loop
-	lk.unsent, lk.unsentBytes = 0, 0
 	for {
 		c, ok := lk.fifo.Pop()
 		if !ok {
 			break
 		}
 		c.inLink = false
+		body := c.body // the chunks stay until every call is through
+		c.chunk.live--
+		c.chunk, c.body = nil, nil
 		if c.answered {
 			l.release(c)
 			continue
 		}
 		if c.attempts <= l.p.cfg.Retries {
 			l.metrics.n[mRetries]++
-			l.dispatch(c)
+			l.dispatch(c, body)
 			continue
 		}
 		l.answerError(c, codec.CodeBackendUnavailable,
 			"backend "+itoa(lk.backend.ID)+" failed before replying")
 	}
+	lk.dropChunks()
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -41,10 +41,10 @@ type loop struct {
 	wake    *wake // nil when it could not be set up: no deferring
 	moreDue bool  // a client answered in this link event awaits more replies
 
-	pollEvents int    // events deferred to the doorbell in this poll
-	lastPoll   int    // pollEvents of the last deferred poll
-	probes     uint   // busy polls not deferred
-	scratch    []byte // link writes are gathered here
+	pollEvents int      // events deferred to the doorbell in this poll
+	lastPoll   int      // pollEvents of the last deferred poll
+	probes     uint     // busy polls not deferred
+	chunks     []*chunk // recycled link chunks
 
 	tickTask gnet.Runnable
 
@@ -78,7 +78,10 @@ type call struct {
 	attempts int   // backends tried
 	last     *pool.Backend
 
-	req      []byte // [4-byte length][JSON]['\n']
+	body  []byte // the JSON, in chunk, while in a link's fifo
+	chunk *chunk
+	end   int64 // the link's byte count at the end of this request
+
 	reply    []byte // the framed answer, when it must wait for its turn
 	hasReply bool
 
@@ -88,15 +91,7 @@ type call struct {
 
 }
 
-// reqFor returns the request framed for a backend of framing f.
-func (c *call) reqFor(f codec.Framing) []byte {
-	if f == codec.Text {
-		return c.req[codec.HeaderLen:]
-	}
-	return c.req[:len(c.req)-1]
-}
-
-func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
+func (l *loop) newCall(client *inConn, srcid, policy int64) *call {
 	var c *call
 	if n := len(l.free); n > 0 {
 		c = l.free[n-1]
@@ -106,10 +101,6 @@ func (l *loop) newCall(client *inConn, body []byte, srcid, policy int64) *call {
 	}
 	c.client, c.srcid, c.policy = client, srcid, policy
 	c.deadline = l.stamp + int64(l.p.cfg.Timeout)
-	c.req = codec.BeginFrame(c.req[:0], codec.Binary)
-	c.req = append(c.req, body...)
-	c.req = codec.EndFrame(c.req, codec.Binary, 0)
-	c.req = append(c.req, '\n')
 	c.inClient = true
 	if !client.active {
 		client.active = true
@@ -130,7 +121,7 @@ func (l *loop) release(c *call) {
 		return
 	}
 	// A recycled call keeps its buffers, unless a big message grew them.
-	*c = call{req: keep(c.req), reply: keep(c.reply)}
+	*c = call{reply: keep(c.reply)}
 	l.free = append(l.free, c)
 }
 
@@ -274,7 +265,7 @@ func (l *loop) tick() {
 		i++
 	}
 	for b, lk := range l.links {
-		if lk.unsent > 0 && lk.gc != nil {
+		if lk.unsentBytes > 0 && lk.gc != nil {
 			l.markLinkDirty(lk)
 		}
 		if len(lk.waiters) > 0 && (lk.relieved() || lk.stalled(now)) {

@@ -499,14 +499,14 @@ func TestBackendSocketFullHoldsRequests(t *testing.T) {
 		onLoops(t, p, func(l *loop) {
 			for _, lk := range l.links {
 				if lk.gc != nil {
-					held, buffered = lk.unsent, lk.gc.OutboundBuffered()
+					held, buffered = lk.unsentBytes, lk.gc.OutboundBuffered()
 				}
 			}
 		})
 		return held > 0
 	})
-	if buffered > maxBatch+(64<<10) {
-		t.Fatalf("gnet buffers %d bytes for the link; want at most one batch", buffered)
+	if buffered > chunkSize {
+		t.Fatalf("gnet buffers %d bytes for the link; want at most one chunk", buffered)
 	}
 	open()
 	for i, c := range cs {
@@ -540,4 +540,71 @@ func onLoops(t testing.TB, p *Proxy, f func(*loop)) {
 			t.Fatal("event loop did not run the task")
 		}
 	}
+}
+
+// Requests of every size, some larger than a link chunk, through a binary
+// and a text backend, one of whose data connections dies midway: every
+// answer comes back intact and in order, and the links' chunks are all
+// recycled afterwards.
+func TestChunksMixedSizesAndFailure(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, func(n int, s string) (string, bool) { return s, n != 40 })
+	startBackend(t, p, 2, 7, Echo, codec.Text)
+	const clients, each = 4, 60
+	rng := rand.New(rand.NewPCG(1, 2))
+	payloads := make([][]string, clients)
+	for i := range payloads {
+		for j := range each {
+			size := 1 + rng.IntN(3000)
+			if rng.IntN(10) == 0 {
+				size = chunkSize + rng.IntN(chunkSize/2) // a chunk of its own
+			}
+			payloads[i] = append(payloads[i], fmt.Sprintf("%d/%d/", i, j)+strings.Repeat(string(rune('a'+j%26)), size))
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dial(t, p, codec.Binary)
+		go func() {
+			for _, s := range payloads[i] {
+				c.Send(int64(i), 7, s)
+			}
+			c.Flush()
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j, want := range payloads[i] {
+				var m codec.Message
+				if err := c.Recv(&m); err != nil {
+					t.Errorf("client %d answer %d: %v", i, j, err)
+					return
+				}
+				if m.Type != codec.TypeReply || m.Payload != want {
+					t.Errorf("client %d answer %d: type %d code %q, %d bytes", i, j, m.Type, m.Code, len(m.Payload))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if s := p.Metrics().Snapshot(); s.Retries == 0 {
+		t.Errorf("no request was retried: the failure did not happen mid-stream (%+v)", s)
+	}
+	onLoops(t, p, func(l *loop) {
+		for _, lk := range l.links {
+			if lk.fifo.Len() != 0 || lk.unsentBytes != 0 || lk.chunks.Len() > 1 {
+				t.Errorf("link to %d after the load: %d calls, %d bytes unsent, %d chunks",
+					lk.backend.ID, lk.fifo.Len(), lk.unsentBytes, lk.chunks.Len())
+			}
+			for i := 0; i < lk.chunks.Len(); i++ {
+				if ch := lk.chunks.At(i); ch.live != 0 {
+					t.Errorf("link to %d: a chunk still counts %d calls", lk.backend.ID, ch.live)
+				}
+			}
+		}
+		if len(l.chunks) > maxFreeChunks {
+			t.Errorf("loop keeps %d free chunks", len(l.chunks))
+		}
+	})
 }
