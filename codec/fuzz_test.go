@@ -146,5 +146,13 @@ var requestCases = []string{
 	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x","extra":[1,{"a":"b"}]}`,
 	`{"type":0,"srcid":42,"privPoliId":7,"payloadsize":1,"payload":"x","extra":[1,}`,
 	`{"type":1,"id":3,"privPolyId":9,"listenport":9101}`,
+	`{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"a","x":1e999}`,
+	`{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"a","x":[1.8e308,{"y":-1e400}]}`,
+	`{"type":0,"srcid":1e999,"privPoliId":7,"payloadsize":1,"payload":"a"}`,
+	`{"type":0,"srcid":99999999999999999999,"privPoliId":7,"payloadsize":1,"payload":"a"}`,
+	`{"type":0,"srcid":1,"privPoliId":-9223372036854775808,"privPolyId":5,"payloadsize":1,"payload":"a"}`,
+	`{"type":0,"srcid":1,"privPoliId":5,"privPolyId":-9223372036854775808,"payloadsize":1,"payload":"a"}`,
+	`{"type":0,"srcid":1,"privPoliId":5,"payloadsize":1,"payload":"-9223372036854775808"}`,
+	`{"type":0,"srcid":1,"privPoliId":-0,"payloadsize":1,"payload":"a","n":-0.0e-0}`,
 	`null`, `[]`, `"x"`, ``, ` `,
 }

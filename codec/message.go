@@ -109,15 +109,39 @@ func (d *Decoder) Decode(body []byte, m *Message) error {
 	if !trailingSpaceOnly(body) {
 		return ErrSyntax
 	}
+	err := d.walk(body, m, false)
+	if err == errSonic {
+		// sonic converts numbers as it goes and refuses one beyond float64
+		// (1e999), which JSON allows. Rare as failures are, walk once more
+		// taking numbers as text and converting only the known fields': if
+		// that passes, a number was the trouble.
+		*m = Message{}
+		if err = d.walk(body, m, true); err == errSonic {
+			err = ErrSyntax
+		}
+	}
+	return err
+}
+
+// errSonic means sonic refused the input (the visitor had no objection).
+var errSonic = errors.New("codec: sonic refused the input")
+
+var numbersAsText = &ast.VisitorOptions{OnlyNumber: true}
+
+func (d *Decoder) walk(body []byte, m *Message, asText bool) error {
 	v := &d.v
-	v.m, v.depth, v.key, v.err, v.seen = m, 0, keyNone, nil, false
-	err := ast.Preorder(unsafe.String(&body[0], len(body)), v, nil)
+	v.m, v.depth, v.key, v.err, v.seen, v.asText = m, 0, keyNone, nil, false, asText
+	opts := (*ast.VisitorOptions)(nil)
+	if asText {
+		opts = numbersAsText
+	}
+	err := ast.Preorder(unsafe.String(&body[0], len(body)), v, opts)
 	v.m = nil
 	if v.err != nil {
 		return v.err
 	}
 	if err != nil {
-		return ErrSyntax
+		return errSonic
 	}
 	return nil
 }
@@ -199,11 +223,12 @@ func lookupKey(k string) fieldKey {
 // visitor receives sonic's preorder traversal. Only depth-1 keys matter;
 // nested values of unknown fields are walked (for syntax) and ignored.
 type visitor struct {
-	m     *Message
-	depth int
-	key   fieldKey
-	seen  bool // a value has been seen (the top-level one started)
-	err   error
+	m      *Message
+	depth  int
+	key    fieldKey
+	seen   bool // a value has been seen (the top-level one started)
+	asText bool // numbers come as text (OnlyNumber): convert the known fields'
+	err    error
 }
 
 func (v *visitor) fail(err error) error {
@@ -300,10 +325,20 @@ func (v *visitor) OnInt64(n int64, _ json.Number) error {
 	return nil
 }
 
-func (v *visitor) OnFloat64(float64, json.Number) error {
+func (v *visitor) OnFloat64(_ float64, text json.Number) error {
 	k, err := v.scalar()
 	if err != nil || k == keyNone {
 		return err
+	}
+	if v.asText {
+		switch k {
+		case keyPayload, keyToken, keyCode, keyError:
+		default:
+			if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
+				v.setInt(k, n)
+				return nil
+			}
+		}
 	}
 	return v.fail(ErrFieldType) // ids, policies, sizes and ports are integers
 }

@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"math"
 	"reflect"
 	"unsafe"
@@ -25,6 +26,9 @@ const unset = math.MinInt64
 
 // unsetPayload marks an absent payload by its address.
 var unsetPayload = "\x00unset"
+
+// minInt64 is unset as it appears in JSON.
+var minInt64 = []byte("9223372036854775808")
 
 // fastRequest is what sonic decodes a request into. The fields point into
 // fastValues: sonic decodes a value into the pointed-to variable and sets
@@ -83,6 +87,7 @@ func (d *Decoder) fast(body []byte, m *Message) (int64, bool) {
 	d.sonic.Reset(s)
 	d.sonic.SetOptions(fastOptions)
 	ok := d.sonic.Decode(r) == nil && d.sonic.CheckTrailings() == nil
+	d.sonic.Reset("") // do not keep the input alive
 	payload := v.payload
 	v.payload, v.otherStr = "", "" // do not keep the input alive
 	if !ok || r.Type == nil || r.SrcID == nil || r.PoliID == nil || r.PolyID == nil ||
@@ -101,6 +106,12 @@ func (d *Decoder) fast(body []byte, m *Message) (int64, bool) {
 		return 0, false
 	}
 	if policy == unset {
+		return 0, false
+	}
+	// One spelling looks absent: unless the message holds the one number
+	// that reads as absent, it is. (Both present and different is a
+	// conflict the general path must answer.)
+	if (v.poliID == unset) != (v.polyID == unset) && bytes.Contains(body, minInt64) {
 		return 0, false
 	}
 	// The payload must be the bytes of the message themselves: sonic copies

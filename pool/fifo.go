@@ -28,8 +28,7 @@ func (q *FIFO[T]) Front() (v T, ok bool) {
 	return q.buf[q.head], true
 }
 
-// Pop removes and returns the head item; ok is false when the queue is empty.
-// Back returns the newest value without removing it.
+// Back returns the newest item; ok is false when the queue is empty.
 func (q *FIFO[T]) Back() (v T, ok bool) {
 	if q.n == 0 {
 		return v, false
@@ -37,6 +36,7 @@ func (q *FIFO[T]) Back() (v T, ok bool) {
 	return q.At(q.n - 1), true
 }
 
+// Pop removes and returns the head item; ok is false when the queue is empty.
 func (q *FIFO[T]) Pop() (v T, ok bool) {
 	if q.n == 0 {
 		return v, false

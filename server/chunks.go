@@ -69,7 +69,7 @@ func (lk *link) push(c *call, body []byte) {
 // left is called when c leaves the link's fifo: its chunk may be done.
 func (lk *link) left(c *call) {
 	c.chunk.live--
-	c.chunk = nil
+	c.chunk, c.body = nil, nil
 	lk.trimChunks()
 }
 
@@ -80,7 +80,7 @@ func (lk *link) trimChunks() {
 		if !ok || ch.live > 0 || lk.sentChunk == 0 && lk.sentOff < len(ch.buf) {
 			return // waited on, or not all written
 		}
-		if lk.chunks.Len() == 1 { // written and done: start it over
+		if lk.chunks.Len() == 1 && cap(ch.buf) == chunkSize { // written and done: start it over
 			ch.buf = ch.buf[:0]
 			lk.sentOff = 0
 			return

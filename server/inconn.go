@@ -205,10 +205,12 @@ func (ic *inConn) setup(m *codec.Message) {
 		return
 	}
 	if cfg.RegisterToken != "" && m.Token != cfg.RegisterToken {
+		l.p.cfg.Logger.Warn("setup refused", "id", m.ID, "peer", ic.gc.RemoteAddr().String())
 		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: wrong or missing token"))
 		ic.closing = true
-		ic.gc.Close()
-		l.p.cfg.Logger.Warn("setup refused", "id", m.ID, "peer", ic.gc.RemoteAddr().String())
+		if ic.gc != nil { // a failed write closed it already
+			ic.gc.Close()
+		}
 		return
 	}
 	host := "127.0.0.1"

@@ -218,6 +218,7 @@ func (lk *link) dialFailed(err error) {
 	lk.downUntil = l.clock() + int64(l.p.cfg.DownFor)
 	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+	lk.unblock()
 	lk.failAll()
 	l.flush()
 }

@@ -118,7 +118,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for p.unanswered() > 0 {
+	// The loops publish their counts every millisecond while busy: have them
+	// publish now, and on every look, so that a request read a moment ago
+	// is not missed.
+	for p.syncMetrics(); p.unanswered() > 0; p.syncMetrics() {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
@@ -167,6 +170,7 @@ func (p *Proxy) syncMetrics() (stopped bool) {
 	for _, l := range loops {
 		done := make(chan struct{})
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.flush() // answers waiting for the end of the poll go out first
 			l.metrics.publish(l.clock())
 			close(done)
 			return nil

@@ -608,3 +608,34 @@ func TestChunksMixedSizesAndFailure(t *testing.T) {
 		}
 	})
 }
+
+// A request read just before Shutdown is answered before the engine stops,
+// even when the loop published its counters a moment before reading it.
+func TestShutdownSeesRequestJustRead(t *testing.T) {
+	for round := range 5 {
+		p := startProxy(t, Config{Loops: 1, Timeout: 10 * time.Second})
+		got := make(chan struct{}, 1)
+		newFakeBackend(t, p, 1, 7, func(n int, s string) (string, bool) {
+			if n > 1 {
+				got <- struct{}{}
+				time.Sleep(100 * time.Millisecond) // a slow answer
+			}
+			return s, true
+		})
+		c := dial(t, p, codec.Binary)
+		if a := roundTrip(t, c, 1, 7, "warm"); a.Type != codec.TypeReply {
+			t.Fatalf("warm-up: %+v", a)
+		}
+		// What a busy loop does every millisecond: publish, then read more.
+		onLoops(t, p, func(l *loop) { l.metrics.publish(l.clock()) })
+		c.Send(2, 7, "slow")
+		c.Flush()
+		<-got // the proxy has read and forwarded it
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		p.Shutdown(ctx)
+		cancel()
+		if a := recv(t, c); a.Type != codec.TypeReply || a.Payload != "slow" {
+			t.Fatalf("round %d: the request in flight at Shutdown was answered %+v", round, a)
+		}
+	}
+}

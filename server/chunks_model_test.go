@@ -1,0 +1,181 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/pool"
+)
+
+// fakeConn stands for gnet.Conn in a link: it records what is written and
+// reports a scripted outbound backlog.
+type fakeConn struct {
+	gnet.Conn
+	stream   []byte
+	buffered int
+}
+
+func (f *fakeConn) Write(b []byte) (int, error) {
+	f.stream = append(f.stream, b...)
+	return len(b), nil
+}
+func (f *fakeConn) OutboundBuffered() int { return f.buffered }
+
+// A model run of the link chunks: random pushes (some larger than a chunk),
+// partial flushes, replies, timeouts and link failures with retries; every
+// call's view and every frame on the wire must hold its request.
+func TestChunksModel(t *testing.T) {
+	for seed := uint64(0); seed < 40; seed++ {
+		chunksModel(t, seed)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func chunksModel(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	p := &Proxy{registry: pool.NewRegistry()}
+	p.cfg = Config{Retries: 3, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
+	p.metrics = newMetrics(p)
+	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now()}
+	bs := []*pool.Backend{{ID: 1, Policy: 7, Framing: codec.Binary}, {ID: 2, Policy: 7, Framing: codec.Text}}
+	for _, b := range bs {
+		p.registry.Register(b)
+	}
+	conns := map[*link]*fakeConn{}
+	open := func(b *pool.Backend) {
+		lk := &link{loop: l, backend: b}
+		fc := &fakeConn{}
+		lk.gc = fc
+		conns[lk] = fc
+		l.links[b] = lk
+	}
+	for _, b := range bs {
+		open(b)
+	}
+	ic := &inConn{loop: l}
+	ic.split.Framing = codec.Binary
+	want := map[int64][]byte{}
+	var next int64
+	check := func(lk *link, c *call, where string) {
+		w := want[c.srcid]
+		if !bytes.Equal(c.body, w) {
+			t.Fatalf("seed %d: %s: call %d's view holds %q..., want %q...", seed, where, c.srcid, trunc(c.body), trunc(w))
+		}
+	}
+	checkWire := func(lk *link, c *call) {
+		fc := conns[lk]
+		frame := codec.AppendFramed(nil, lk.backend.Framing, want[c.srcid])
+		if c.end > int64(len(fc.stream)) || !bytes.Equal(fc.stream[c.end-int64(len(frame)):c.end], frame) {
+			t.Fatalf("seed %d: call %d not on the wire where expected", seed, c.srcid)
+		}
+	}
+	invariants := func(lk *link) {
+		live, unsent := 0, 0
+		for i := 0; i < lk.chunks.Len(); i++ {
+			ch := lk.chunks.At(i)
+			live += ch.live
+			switch {
+			case i > lk.sentChunk:
+				unsent += len(ch.buf)
+			case i == lk.sentChunk:
+				unsent += len(ch.buf) - lk.sentOff
+			}
+		}
+		if live != lk.fifo.Len() || unsent != lk.unsentBytes || lk.chunks.Len() > 0 && lk.sentChunk >= lk.chunks.Len() {
+			t.Fatalf("seed %d: live %d fifo %d unsent %d counted %d sentChunk %d of %d", seed, live, lk.fifo.Len(), unsent, lk.unsentBytes, lk.sentChunk, lk.chunks.Len())
+		}
+		if int64(len(conns[lk].stream)) != lk.sent {
+			t.Fatalf("seed %d: sent %d, wire %d", seed, lk.sent, len(conns[lk].stream))
+		}
+	}
+	for step := 0; step < 3000; step++ {
+		b := bs[rng.IntN(2)]
+		lk := l.links[b]
+		switch op := rng.IntN(100); {
+		case op < 40: // a request
+			size := 1 + rng.IntN(4000)
+			if rng.IntN(40) == 0 {
+				size = chunkSize + rng.IntN(chunkSize)
+			}
+			next++
+			body := fmt.Appendf(nil, `{"n":%d,"p":"%s"}`, next, strings.Repeat(string(rune('a'+next%26)), size))
+			want[next] = body
+			c := l.newCall(ic, next, 7)
+			ic.queue.Push(c)
+			l.dispatch(c, append([]byte(nil), body...))
+		case op < 60: // the socket takes data, or holds some
+			conns[lk].buffered = 0
+			if rng.IntN(3) == 0 {
+				conns[lk].buffered = 1
+			}
+			lk.flush()
+			conns[lk].buffered = 0
+		case op < 85: // replies
+			for n := rng.IntN(20); n > 0; n-- {
+				c, ok := lk.fifo.Front()
+				if !ok || c.end > lk.sent {
+					break
+				}
+				check(lk, c, "reply")
+				checkWire(lk, c)
+				lk.fifo.Pop()
+				c.inLink = false
+				lk.left(c)
+				if l.markAnswered(c) {
+					c.client.answerReply(c, []byte(`{}`))
+				} else {
+					l.release(c)
+				}
+			}
+		case op < 90: // a timeout at the front of the client's queue
+			if c, ok := ic.queue.Front(); ok && !c.answered {
+				l.answerError(c, codec.CodeTimeout, "t")
+			}
+		case op < 93: // the link fails: its calls go to the other backend
+			for i := 0; i < lk.fifo.Len(); i++ {
+				check(lk, lk.fifo.At(i), "before failAll")
+			}
+			lk.closed(conns[lk], nil)
+			for _, olk := range l.links {
+				for i := 0; i < olk.fifo.Len(); i++ {
+					check(olk, olk.fifo.At(i), "after failAll")
+				}
+			}
+			open(b)
+		}
+		for _, lk := range l.links {
+			invariants(lk)
+			for i := 0; i < lk.fifo.Len(); i++ {
+				check(lk, lk.fifo.At(i), "in fifo")
+			}
+		}
+		l.dirtyLinks, l.dirtyClients = l.dirtyLinks[:0], l.dirtyClients[:0]
+		for _, lk := range l.links {
+			lk.dirty = false
+		}
+		if ic.out != nil {
+			l.putBuf(ic.out)
+			ic.out = nil
+			ic.dirty = false
+		}
+	}
+	if seed < 3 {
+		t.Logf("seed %d: retries %d errors %v late %d replies free chunks %d", seed, l.metrics.n[mRetries], l.metrics.n[mErrors:], l.metrics.n[mLate], len(l.chunks))
+	}
+}
+
+func trunc(b []byte) []byte {
+	if len(b) > 40 {
+		return b[:40]
+	}
+	return b
+}
