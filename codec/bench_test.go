@@ -23,33 +23,30 @@ type stdRequest struct {
 }
 
 func BenchmarkDecodeRequest(b *testing.B) {
+	if err := Prepare(); err != nil {
+		b.Fatal(err)
+	}
 	for _, size := range []int{64, 4096} {
 		body := benchRequest(size)
-		b.Run("sonic/"+sizeName(size), func(b *testing.B) {
-			var d Decoder
-			var m Message
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := d.Decode(body, &m); err != nil {
-					b.Fatal(err)
+		for _, path := range []struct {
+			name   string
+			decode func(*Decoder, []byte, *Message) (int64, error)
+		}{
+			{"sonic", generalRequest},                   // the visitor, then ValidateRequest
+			{"sonic_request", (*Decoder).DecodeRequest}, // the request fast path
+		} {
+			b.Run(path.name+"/"+sizeName(size), func(b *testing.B) {
+				var d Decoder
+				var m Message
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := path.decode(&d, body, &m); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if _, err := m.ValidateRequest(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("sonic_request/"+sizeName(size), func(b *testing.B) {
-			var d Decoder
-			var m Message
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := d.DecodeRequest(body, &m); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 		b.Run("encoding_json/"+sizeName(size), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
