@@ -1,7 +1,6 @@
 // Package pool owns Prism's backend registry and the structures that route a
 // request to one backend: registrations held as leases, a per-policy
-// round-robin selector that takes no lock on the request path, and the FIFO
-// queue that matches a data connection's replies to its requests.
+// round-robin selector that takes no lock on the request path.
 //
 // Writers (registration, lease close) take a mutex, build a new immutable
 // snapshot of the policies and swap it in atomically. Readers load the
@@ -17,6 +16,5 @@
 //	r.Remove(b) // the lease closed
 //
 // The data connections themselves are owned by the proxy's event loops
-// (package server), one per backend per loop; FIFO is the queue each of them
-// keeps, and it is not safe for concurrent use.
+// (package server), one per backend per loop.
 package pool

@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/fifo"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -29,7 +30,7 @@ type inConn struct {
 	role  role
 
 	// client
-	queue   pool.FIFO[*call] // requests in arrival order, until answered in turn
+	queue   fifo.FIFO[*call] // requests in arrival order, until answered in turn
 	paused  bool             // over the in-flight or outbound cap: not parsing
 	closing bool             // close once queue drained (stream unusable)
 	dirty   bool

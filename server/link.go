@@ -9,6 +9,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/fifo"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -23,10 +24,10 @@ type link struct {
 	dialing   bool
 	downUntil int64 // loop clock: a refused dial keeps the backend out until then
 
-	fifo pool.FIFO[*call] // calls sent or to send, oldest first
+	fifo fifo.FIFO[*call] // calls sent or to send, oldest first
 
 	// The requests of the fifo's calls, in order (chunks.go).
-	chunks      pool.FIFO[*chunk]
+	chunks      fifo.FIFO[*chunk]
 	sentChunk   int   // index in chunks of the first one not all written
 	sentOff     int   // bytes of it written
 	unsentBytes int   // bytes in chunks not yet written

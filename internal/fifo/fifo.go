@@ -1,4 +1,6 @@
-package pool
+// Package fifo is a growable ring-buffer queue for one goroutine: the
+// event loops keep their calls, chunks and clients in it.
+package fifo
 
 // FIFO is a growable ring buffer queue. The zero value is ready. It is not
 // safe for concurrent use: each one belongs to one event loop.
