@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,6 @@ type Registry struct {
 	byID     map[int64]*Backend
 	counters map[int64]*atomic.Uint64 // per policy; kept across snapshots
 	snap     atomic.Pointer[snapshot]
-	onChange func()
 }
 
 // NewRegistry returns an empty registry.
@@ -126,21 +126,11 @@ func (r *Registry) Backends() []*Backend {
 	r.mu.Unlock()
 	slices.SortFunc(out, func(a, b *Backend) int {
 		if a.Policy != b.Policy {
-			return cmpInt(a.Policy, b.Policy)
+			return cmp.Compare(a.Policy, b.Policy)
 		}
-		return cmpInt(a.ID, b.ID)
+		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // rebuild swaps in a new snapshot. Backends keep their registration order
@@ -187,7 +177,7 @@ func (r *Registry) ordered(bs []*Backend, prev *Policy) []*Backend {
 		case okb:
 			return 1
 		}
-		return cmpInt(a.ID, b.ID)
+		return cmp.Compare(a.ID, b.ID)
 	})
 	return bs
 }

@@ -16,28 +16,18 @@ import (
 //	/backends  the registered backends as JSON
 func (p *Proxy) AdminHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(p.metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(p.p.metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if p.draining.Load() {
+		if p.p.draining.Load() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/backends", func(w http.ResponseWriter, r *http.Request) {
-		type backend struct {
-			ID      int64  `json:"id"`
-			Policy  int64  `json:"policy"`
-			Addr    string `json:"addr"`
-			Framing string `json:"framing"`
-			Routed  uint64 `json:"routed"`
-		}
-		out := []backend{}
-		for _, b := range p.registry.Backends() {
-			out = append(out, backend{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed()})
-		}
+		out := p.Backends()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
 	})

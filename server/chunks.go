@@ -66,14 +66,8 @@ func (lk *link) push(c *call, body []byte) {
 	lk.unsentBytes += n
 }
 
-// left is called when c leaves the link's fifo: its chunk may be done.
-func (lk *link) left(c *call) {
-	c.chunk.live--
-	c.chunk, c.body = nil, nil
-	lk.trimChunks()
-}
-
-// trimChunks recycles the written chunks at the front that no call needs.
+// trimChunks recycles the written chunks at the front that no call needs;
+// views of calls unlinked before are invalid after it.
 func (lk *link) trimChunks() {
 	for {
 		ch, ok := lk.chunks.Front()

@@ -42,17 +42,18 @@ func TestChunksModel(t *testing.T) {
 
 func chunksModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
-	p := &Proxy{registry: pool.NewRegistry()}
+	p := &proxy{registry: pool.NewRegistry()}
 	p.cfg = Config{Retries: 3, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
+	p.lim = newLimits(&p.cfg)
 	p.metrics = newMetrics(p)
-	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now()}
+	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}
 	bs := []*pool.Backend{{ID: 1, Policy: 7, Framing: codec.Binary}, {ID: 2, Policy: 7, Framing: codec.Text}}
 	for _, b := range bs {
 		p.registry.Register(b)
 	}
 	conns := map[*link]*fakeConn{}
 	open := func(b *pool.Backend) {
-		lk := &link{loop: l, backend: b}
+		lk := &link{loop: l, backend: b, linkState: linkState{state: linkUp}}
 		fc := &fakeConn{}
 		lk.gc = fc
 		conns[lk] = fc
@@ -110,7 +111,6 @@ func chunksModel(t *testing.T, seed uint64) {
 			body := fmt.Appendf(nil, `{"n":%d,"p":"%s"}`, next, strings.Repeat(string(rune('a'+next%26)), size))
 			want[next] = body
 			c := l.newCall(ic, next, 7)
-			ic.queue.Push(c)
 			l.dispatch(c, append([]byte(nil), body...))
 		case op < 60: // the socket takes data, or holds some
 			conns[lk].buffered = 0
@@ -128,16 +128,15 @@ func chunksModel(t *testing.T, seed uint64) {
 				check(lk, c, "reply")
 				checkWire(lk, c)
 				lk.fifo.Pop()
-				c.inLink = false
-				lk.left(c)
-				if l.markAnswered(c) {
+				answered := l.answer(c)
+				lk.unlink(c)
+				lk.trimChunks()
+				if answered {
 					c.client.answerReply(c, []byte(`{}`))
-				} else {
-					l.release(c)
 				}
 			}
 		case op < 90: // a timeout at the front of the client's queue
-			if c, ok := ic.queue.Front(); ok && !c.answered {
+			if c, ok := ic.queue.Front(); ok && c.unanswered() {
 				l.answerError(c, codec.CodeTimeout, "t")
 			}
 		case op < 93: // the link fails: its calls go to the other backend
@@ -152,6 +151,7 @@ func chunksModel(t *testing.T, seed uint64) {
 			}
 			open(b)
 		}
+		checkCalls(t, seed, l, ic)
 		for _, lk := range l.links {
 			invariants(lk)
 			for i := 0; i < lk.fifo.Len(); i++ {
@@ -170,6 +170,55 @@ func chunksModel(t *testing.T, seed uint64) {
 	}
 	if seed < 3 {
 		t.Logf("seed %d: retries %d errors %v late %d replies free chunks %d", seed, l.metrics.n[mRetries], l.metrics.n[mErrors:], l.metrics.n[mLate], len(l.chunks))
+	}
+}
+
+// checkCalls checks the calls' invariants (call.go): every call held by the
+// client or a link is in a state that says so and is not free; every free
+// call is released exactly once (once in the free list) and held by no one.
+func checkCalls(t *testing.T, seed uint64, l *loop, ic *inConn) {
+	t.Helper()
+	holders := map[*call]int{}
+	for i := 0; i < ic.queue.Len(); i++ {
+		c := ic.queue.At(i)
+		holders[c]++
+		if c.state != callQueued && c.state != callAnswered {
+			t.Fatalf("seed %d: call in the client's queue in state %d", seed, c.state)
+		}
+		if c.state == callAnswered && i == 0 {
+			t.Fatalf("seed %d: an answered call waits at the head of its queue", seed)
+		}
+	}
+	for _, lk := range l.links {
+		for i := 0; i < lk.fifo.Len(); i++ {
+			c := lk.fifo.At(i)
+			holders[c]++
+			if !c.onLink || c.state == callFree {
+				t.Fatalf("seed %d: call on a link with onLink %v state %d", seed, c.onLink, c.state)
+			}
+		}
+	}
+	unanswered := 0
+	for c, n := range holders {
+		if c.state == callQueued {
+			unanswered++
+		}
+		if n > 2 {
+			t.Fatalf("seed %d: a call is held %d times", seed, n)
+		}
+	}
+	if int64(unanswered) != l.metrics.n[mUnanswered] {
+		t.Fatalf("seed %d: %d calls queued, the loop counts %d unanswered", seed, unanswered, l.metrics.n[mUnanswered])
+	}
+	free := map[*call]bool{}
+	for _, c := range l.free {
+		if free[c] {
+			t.Fatalf("seed %d: a call was released twice", seed)
+		}
+		free[c] = true
+		if holders[c] > 0 || c.state != callFree || c.onLink {
+			t.Fatalf("seed %d: a released call is still held (%d holders, state %d)", seed, holders[c], c.state)
+		}
 	}
 }
 

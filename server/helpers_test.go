@@ -209,3 +209,14 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 }
 
 func echo(_ int, p string) (string, bool) { return p, true }
+
+// policyBackends lists the backends of policy in rotation.
+func policyBackends(p *Proxy, policy int64) []BackendInfo {
+	var out []BackendInfo
+	for _, b := range p.Backends() {
+		if b.Policy == policy {
+			out = append(out, b)
+		}
+	}
+	return out
+}

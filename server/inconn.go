@@ -30,7 +30,7 @@ type inConn struct {
 	role  role
 
 	// client
-	queue   fifo.FIFO[*call] // requests in arrival order, until answered in turn
+	queue   fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
 	paused  bool             // over the in-flight or outbound cap: not parsing
 	closing bool             // close once queue drained (stream unusable)
 	dirty   bool
@@ -50,7 +50,7 @@ func (ic *inConn) traffic() {
 		return
 	}
 	ic.parse()
-	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
+	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.lim.connBuffer {
 		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
 	}
 	l := ic.loop
@@ -59,9 +59,9 @@ func (ic *inConn) traffic() {
 
 // canParse reports whether the connection may take more requests now.
 func (ic *inConn) canParse() bool {
-	cfg := &ic.loop.p.cfg
-	return ic.blocked == nil && ic.queue.Len() < cfg.MaxClientInflight &&
-		ic.gc.OutboundBuffered() < cfg.MaxConnBuffer/2
+	lim := &ic.loop.lim
+	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
+		ic.gc.OutboundBuffered() < lim.clientOutPause
 }
 
 // resumeParsing continues with requests left buffered while paused.
@@ -117,7 +117,6 @@ func (ic *inConn) fatal(code, text string) {
 	ic.closing = true
 	ic.gc.Discard(-1)
 	c := ic.loop.newCall(ic, 0, 0)
-	ic.queue.Push(c)
 	ic.loop.answerError(c, code, text)
 }
 
@@ -150,7 +149,6 @@ func (ic *inConn) message(body []byte) {
 		}
 	}
 	c := l.newCall(ic, m.SrcID, policy)
-	ic.queue.Push(c)
 	l.metrics.n[mRequests]++
 	if err != nil {
 		l.answerError(c, codec.CodeBadRequest, badRequestText(err))
@@ -239,21 +237,6 @@ func (ic *inConn) reply(body []byte) {
 	bytebufferpool.Put(buf)
 }
 
-// deliver moves the answered calls at the head of the queue to the output,
-// in request order, and recycles them.
-func (ic *inConn) deliver() {
-	for {
-		c, ok := ic.queue.Front()
-		if !ok || !c.hasReply {
-			break
-		}
-		ic.queue.Pop()
-		c.inClient = false
-		ic.out = append(ic.output(), c.reply...)
-		ic.loop.release(c)
-	}
-}
-
 // output returns the buffer of what flush writes next, to append to.
 func (ic *inConn) output() []byte {
 	if ic.out == nil {
@@ -281,7 +264,7 @@ func (ic *inConn) flush() {
 		ic.gc.Close()
 		return
 	}
-	if ic.gc.OutboundBuffered() > ic.loop.p.cfg.MaxConnBuffer {
+	if ic.gc.OutboundBuffered() > ic.loop.lim.connBuffer {
 		ic.closing = true
 		ic.gc.Close() // the client does not read its replies
 		return
@@ -306,11 +289,7 @@ func (ic *inConn) closed() {
 		if !ok {
 			break
 		}
-		c.inClient = false
-		if l.markAnswered(c) {
-			l.metrics.n[mAbandoned]++
-		}
-		l.release(c)
+		l.leaveClient(c)
 	}
 	// Answers already in out are dropped by the flush that is due: the
 	// connection is on the loop's dirty list.

@@ -19,10 +19,8 @@ import (
 type link struct {
 	loop    *loop
 	backend *pool.Backend
-	gc      gnet.Conn // nil while dialing and once closed
-
-	dialing   bool
-	downUntil int64 // loop clock: a refused dial keeps the backend out until then
+	gc      gnet.Conn // set while up: nil while dialing and once closed
+	linkState
 
 	fifo fifo.FIFO[*call] // calls sent or to send, oldest first
 
@@ -36,6 +34,30 @@ type link struct {
 	dirty       bool
 	waiters     []*inConn // clients not read until the link drains
 	split       codec.Splitter
+}
+
+// linkState is where a link's connection is.
+//
+//	down ── dial ──► dialing ── OnOpen ──► up ── OnClose ──► down
+//	                    └── dial failed: down until now+DownFor
+type linkState struct {
+	state     linkPhase
+	downUntil int64 // loop clock: a refused dial keeps the backend out until then
+}
+
+type linkPhase uint8
+
+const (
+	linkDown    linkPhase = iota // no connection: the next request dials
+	linkDialing                  // requests wait in the chunks for OnOpen
+	linkUp                       // connected: gc is set
+)
+
+// usable reports whether requests may go to the link now: it is up or
+// dialing, or down past the wait after a refused dial. clock is read only
+// when needed.
+func (s *linkState) usable(clock func() int64) bool {
+	return s.state != linkDown || clock() >= s.downUntil
 }
 
 // dispatch sends c to a backend of its policy, round robin, passing over
@@ -65,7 +87,7 @@ func (l *loop) dispatch(c *call, body []byte) {
 		switch {
 		case lk == nil:
 			return false
-		case lk.gc == nil && !lk.dialing && clock() < lk.downUntil:
+		case !lk.usable(clock):
 			return true
 		case lk.pressured():
 			if pressed == nil {
@@ -83,32 +105,27 @@ func (l *loop) dispatch(c *call, body []byte) {
 		return
 	}
 	lk := l.links[b]
-	if lk == nil || (lk.gc == nil && !lk.dialing) {
+	if lk == nil || lk.state == linkDown {
 		lk = l.dial(b)
 	}
 	if b == pressed {
-		if lk.stalled(clock()) || lk.fifo.Len() >= 2*l.p.cfg.MaxBackendInflight {
+		if lk.stalled(clock()) || lk.fifo.Len() >= l.lim.linkRefuse {
 			l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
 			return
 		}
 		lk.block(c.client)
 	}
-	c.attempts++
-	c.last = b
-	lk.fifo.Push(c)
-	c.inLink = true
-	lk.push(c, body)
-	if lk.gc != nil {
+	lk.send(c, body)
+	if lk.state == linkUp {
 		l.markLinkDirty(lk)
 	}
 }
 
-// pressured reports whether the link holds as many requests as it should:
-// MaxBackendInflight in flight, or half of MaxConnBuffer not yet taken by
-// the socket.
+// pressured reports whether the link holds as many requests as it should
+// (limits.linkPressured, limits.backlogPressured).
 func (lk *link) pressured() bool {
-	cfg := &lk.loop.p.cfg
-	return lk.fifo.Len() >= cfg.MaxBackendInflight || lk.backlog() > cfg.MaxConnBuffer/2
+	lim := &lk.loop.lim
+	return lk.fifo.Len() >= lim.linkPressured || lk.backlog() > lim.backlogPressured
 }
 
 // backlog is how many bytes of requests the socket has not taken yet.
@@ -121,11 +138,10 @@ func (lk *link) backlog() int {
 }
 
 // relieved reports whether a pressured link has drained enough to let its
-// waiting clients go: well below the limits, so that they do not all find
-// it pressured again after one request each.
+// waiting clients go (limits.linkRelieved, limits.backlogRelieved).
 func (lk *link) relieved() bool {
-	cfg := &lk.loop.p.cfg
-	return lk.fifo.Len() < cfg.MaxBackendInflight/2 && lk.backlog() < cfg.MaxConnBuffer/4
+	lim := &lk.loop.lim
+	return lk.fifo.Len() < lim.linkRelieved && lk.backlog() < lim.backlogRelieved
 }
 
 // stalled reports whether the oldest request on the link is past its
@@ -169,7 +185,7 @@ func (l *loop) dial(b *pool.Backend) *link {
 		lk.split.Max = l.p.cfg.MaxFrame
 		l.links[b] = lk
 	}
-	lk.dialing = true
+	lk.state = linkDialing
 	l.metrics.n[mDials]++
 	go dialBackend(lk, b.Addr, l.p.cfg.DialTimeout)
 	return lk
@@ -206,8 +222,7 @@ func dialBackend(lk *link, addr string, timeout time.Duration) {
 // opened runs in OnOpen: the queued calls can go.
 func (lk *link) opened(gc gnet.Conn) {
 	lk.gc = gc
-	lk.dialing = false
-	lk.downUntil = 0
+	lk.linkState = linkState{state: linkUp}
 	if lk.unsentBytes > 0 {
 		lk.loop.markLinkDirty(lk)
 	}
@@ -215,8 +230,7 @@ func (lk *link) opened(gc gnet.Conn) {
 
 func (lk *link) dialFailed(err error) {
 	l := lk.loop
-	lk.dialing = false
-	lk.downUntil = l.clock() + int64(l.p.cfg.DownFor)
+	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + int64(l.p.cfg.DownFor)}
 	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
 	lk.unblock()
@@ -264,14 +278,14 @@ func (lk *link) traffic() {
 			return
 		}
 		c, _ := lk.fifo.Pop()
-		c.inLink = false
-		lk.left(c)
-		if !l.markAnswered(c) {
-			l.metrics.n[mLate]++
-			l.release(c)
-		} else {
+		answered := l.answer(c) // before unlink, which recycles a call done with
+		lk.unlink(c)
+		lk.trimChunks()
+		if answered {
 			l.metrics.n[mReplies]++
 			c.client.answerReply(c, body)
+		} else {
+			l.metrics.n[mLate]++
 		}
 		f.consume()
 	}
@@ -293,31 +307,12 @@ func (lk *link) traffic() {
 	l.flushSoon(more)
 }
 
-// answerReply delivers a backend's reply, converted to the client's framing:
-// at the head of the queue to the output at once, later ones into the
-// call's buffer to wait their turn.
-func (ic *inConn) answerReply(c *call, body []byte) {
-	if front, _ := ic.queue.Front(); front != c {
-		c.reply = codec.AppendFramed(c.reply[:0], ic.split.Framing, body)
-		c.hasReply = true
-		return
-	}
-	ic.queue.Pop()
-	c.inClient = false
-	ic.out = codec.AppendFramed(ic.output(), ic.split.Framing, body)
-	ic.loop.release(c)
-	ic.deliver()
-	if ic.queue.Len() > 0 {
-		ic.loop.moreDue = true
-	}
-}
-
 // closed runs in OnClose: calls that were not answered are retried on
 // another backend or answered backend_unavailable.
 func (lk *link) closed(gc gnet.Conn, err error) {
 	l := lk.loop
 	lk.gc = nil
-	lk.dialing = false
+	lk.linkState = linkState{state: linkDown}
 	if l.links[lk.backend] == lk {
 		delete(l.links, lk.backend)
 	}
@@ -338,12 +333,9 @@ func (lk *link) failAll() {
 		if !ok {
 			break
 		}
-		c.inLink = false
-		body := c.body // the chunks stay until every call is through
-		c.chunk.live--
-		c.chunk, c.body = nil, nil
-		if c.answered {
-			l.release(c)
+		retry := c.unanswered()
+		body := lk.unlink(c) // valid: the chunks stay until every call is through
+		if !retry {
 			continue
 		}
 		if c.attempts <= l.p.cfg.Retries {

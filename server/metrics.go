@@ -67,12 +67,12 @@ func (m *loopMetrics) countError(code string) {
 // Metrics aggregates the loops' counters and exports them to Prometheus.
 // Safe from any goroutine.
 type Metrics struct {
-	p     *Proxy
+	p     *proxy
 	mu    sync.Mutex
 	loops []*loopMetrics
 }
 
-func newMetrics(p *Proxy) *Metrics { return &Metrics{p: p} }
+func newMetrics(p *proxy) *Metrics { return &Metrics{p: p} }
 
 func (m *Metrics) addLoop(lm *loopMetrics) {
 	m.mu.Lock()

@@ -17,16 +17,28 @@ import (
 	"github.com/prism-proxy/prism/pool"
 )
 
-// ErrClosed is returned by Start on a proxy that was shut down.
-var ErrClosed = errors.New("server: proxy closed")
+// Errors of the proxy's lifecycle.
+var (
+	// ErrClosed is returned by Start on a proxy that was shut down.
+	ErrClosed = errors.New("server: proxy closed")
+	// ErrStarted is returned by Start on a proxy already started.
+	ErrStarted = errors.New("server: proxy already started")
+)
 
 // Proxy is the Prism reverse proxy: one gnet engine serving clients and
 // backend registrations on one address. Its methods are safe from any
-// goroutine.
+// goroutine. It is a handle on the engine's handler (proxy), whose gnet
+// callbacks are not part of the API.
 type Proxy struct {
+	p *proxy
+}
+
+// proxy is the gnet event handler and the state shared by the loops.
+type proxy struct {
 	gnet.BuiltinEventEngine
 
 	cfg      Config
+	lim      limits
 	registry *pool.Registry
 	metrics  *Metrics
 
@@ -38,9 +50,18 @@ type Proxy struct {
 	draining atomic.Bool
 
 	mu    sync.Mutex
+	life  lifecycle
 	loops map[gnet.EventLoop]*loop
 	list  []*loop // the same loops, for the ticker
 }
+
+type lifecycle uint8
+
+const (
+	lifeNew lifecycle = iota
+	lifeStarted
+	lifeClosed // shut down before it started
+)
 
 // New returns a proxy with cfg's defaults resolved; Start runs it.
 func New(cfg Config) (*Proxy, error) {
@@ -48,45 +69,76 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{
+	p := &proxy{
 		cfg:      cfg,
+		lim:      newLimits(&cfg),
 		registry: pool.NewRegistry(),
 		booted:   make(chan struct{}),
 		done:     make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
 	}
 	p.metrics = newMetrics(p)
-	return p, nil
+	return &Proxy{p}, nil
 }
-
-// Registry returns the proxy's backend registry.
-func (p *Proxy) Registry() *pool.Registry { return p.registry }
 
 // Metrics returns the proxy's counters.
-func (p *Proxy) Metrics() *Metrics { return p.metrics }
+func (p *Proxy) Metrics() *Metrics { return p.p.metrics }
 
 // Config returns the configuration with defaults resolved.
-func (p *Proxy) Config() Config { return p.cfg }
+func (p *Proxy) Config() Config { return p.p.cfg }
+
+// BackendInfo describes a registered backend at one moment.
+type BackendInfo struct {
+	ID      int64  `json:"id"`
+	Policy  int64  `json:"policy"`
+	Addr    string `json:"addr"`    // its data address, as the proxy dials it
+	Framing string `json:"framing"` // "binary" or "text"
+	Routed  uint64 `json:"routed"`  // requests routed to it
+}
+
+// Backends lists the backends in rotation, ordered by policy, then id.
+func (p *Proxy) Backends() []BackendInfo {
+	bs := p.p.registry.Backends()
+	out := make([]BackendInfo, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed()})
+	}
+	return out
+}
 
 // Start runs the event loops in the background and returns once the proxy
-// listens (or failed to).
+// listens (or failed to). A proxy starts once: Start again returns
+// ErrStarted, and after Shutdown ErrClosed.
 func (p *Proxy) Start() error {
-	if err := codec.Prepare(); err != nil {
-		p.cfg.Logger.Warn("request decoder not compiled ahead: the first request compiles it", "err", err)
+	px := p.p
+	px.mu.Lock()
+	life := px.life
+	if life == lifeNew {
+		px.life = lifeStarted
 	}
-	go p.serve()
+	px.mu.Unlock()
+	switch life {
+	case lifeStarted:
+		return ErrStarted
+	case lifeClosed:
+		return ErrClosed
+	}
+	if err := codec.Prepare(); err != nil {
+		px.cfg.Logger.Warn("request decoder not compiled ahead: the first request compiles it", "err", err)
+	}
+	go px.serve()
 	select {
-	case <-p.booted:
+	case <-px.booted:
 		return nil
-	case <-p.done:
-		if p.runErr == nil {
+	case <-px.done:
+		if px.runErr == nil {
 			return ErrClosed
 		}
-		return p.runErr
+		return px.runErr
 	}
 }
 
-func (p *Proxy) serve() {
+func (p *proxy) serve() {
 	defer close(p.done)
 	p.runErr = gnet.Run(p, "tcp://"+p.cfg.Listen,
 		gnet.WithNumEventLoop(p.cfg.Loops),
@@ -98,21 +150,41 @@ func (p *Proxy) serve() {
 	)
 }
 
-// Addr is the address the proxy listens on, with the port it got.
-func (p *Proxy) Addr() string { return p.addr }
+// Addr is the address the proxy listens on, with the port it got; empty
+// before Start.
+func (p *Proxy) Addr() string {
+	select {
+	case <-p.p.booted:
+		return p.p.addr
+	default:
+		return ""
+	}
+}
 
 // Done is closed when the proxy has stopped.
-func (p *Proxy) Done() <-chan struct{} { return p.done }
+func (p *Proxy) Done() <-chan struct{} { return p.p.done }
 
 // Shutdown stops the proxy gracefully: new connections are closed at once,
 // new requests are answered "shutting_down", and requests in flight are
 // answered (by their backend, or by their timeout) before the engine stops.
-// When ctx ends first, the engine stops anyway and ctx's error is returned.
+// When ctx ends first, the engine is stopped anyway, Shutdown returns ctx's
+// error without waiting for the loops to finish, and Done tells when they
+// did. Shutdown before Start returns at once, and Start then fails.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.draining.Store(true)
+	px := p.p
+	px.mu.Lock()
+	life := px.life
+	if life == lifeNew {
+		px.life = lifeClosed
+	}
+	px.mu.Unlock()
+	if life == lifeNew {
+		return nil
+	}
+	px.draining.Store(true)
 	select {
-	case <-p.booted:
-	case <-p.done:
+	case <-px.booted:
+	case <-px.done:
 		return nil
 	}
 	var err error
@@ -121,7 +193,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	// The loops publish their counts every millisecond while busy: have them
 	// publish now, and on every look, so that a request read a moment ago
 	// is not missed.
-	for p.syncMetrics(); p.unanswered() > 0; p.syncMetrics() {
+	for px.syncMetrics(); px.unanswered() > 0; px.syncMetrics() {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
@@ -130,13 +202,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
+	go px.stop()
+	select {
+	case <-px.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stop stops the engine, waits for its loops to end, and closes what they
+// used.
+func (p *proxy) stop() {
 	stopEngine(p.engine, p.done)
 	p.mu.Lock()
 	for _, l := range p.list {
-		l.wake.close()
+		l.wake.close() // only now: a loop may ring it until it ends
 	}
 	p.mu.Unlock()
-	return err
 }
 
 // stopEngine stops a gnet engine and waits until Run returned. Engine.Stop
@@ -156,7 +239,7 @@ const syncWait = 100 * time.Millisecond
 
 // syncMetrics has every loop publish its counters, and reports whether the
 // proxy has stopped (its loops are gone).
-func (p *Proxy) syncMetrics() (stopped bool) {
+func (p *proxy) syncMetrics() (stopped bool) {
 	select {
 	case <-p.done:
 		return true
@@ -189,7 +272,7 @@ func (p *Proxy) syncMetrics() (stopped bool) {
 	return false
 }
 
-func (p *Proxy) unanswered() int64 {
+func (p *proxy) unanswered() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var n int64
@@ -200,7 +283,7 @@ func (p *Proxy) unanswered() int64 {
 }
 
 // OnBoot learns the listening port and releases Start.
-func (p *Proxy) OnBoot(eng gnet.Engine) gnet.Action {
+func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
 	p.addr = p.cfg.Listen
 	if fd, err := eng.Dup(); err == nil {
@@ -219,7 +302,7 @@ func (p *Proxy) OnBoot(eng gnet.Engine) gnet.Action {
 
 // loopOf returns the state of the event loop that owns c, creating it on the
 // loop's first connection.
-func (p *Proxy) loopOf(c gnet.Conn) *loop {
+func (p *proxy) loopOf(c gnet.Conn) *loop {
 	el := c.EventLoop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -234,7 +317,7 @@ func (p *Proxy) loopOf(c gnet.Conn) *loop {
 
 // OnOpen tells a data connection (its context is the link that dialed it)
 // from an inbound one, whose role is known at its first message.
-func (p *Proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	switch x := c.Context().(type) {
 	case *link:
 		x.opened(c)
@@ -256,7 +339,7 @@ func (p *Proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose releases a connection's state; the gnet.Conn is reused afterwards.
-func (p *Proxy) OnClose(c gnet.Conn, err error) gnet.Action {
+func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 	switch x := c.Context().(type) {
 	case *link:
 		x.closed(c, err)
@@ -275,7 +358,7 @@ func (p *Proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 }
 
 // OnTraffic routes readable bytes to the connection's handler.
-func (p *Proxy) OnTraffic(c gnet.Conn) gnet.Action {
+func (p *proxy) OnTraffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *link:
 		x.traffic()
@@ -288,7 +371,7 @@ func (p *Proxy) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 // OnTick asks each loop to expire overdue requests and resume paused clients.
-func (p *Proxy) OnTick() (time.Duration, gnet.Action) {
+func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 	p.mu.Lock()
 	for _, l := range p.list {
 		_ = l.el.Execute(context.Background(), l.tickTask)

@@ -242,7 +242,7 @@ func TestLeaseAndReregistration(t *testing.T) {
 	b := newFakeBackend(t, p, 2, 7, func(_ int, s string) (string, bool) { return "b", true })
 	c := dial(t, p, codec.Binary)
 	a.unregister()
-	waitFor(t, "lease close", 2*time.Second, func() bool { return len(p.Registry().Policy(7).Backends) == 1 })
+	waitFor(t, "lease close", 2*time.Second, func() bool { return len(policyBackends(p, 7)) == 1 })
 	for range 4 {
 		if r := roundTrip(t, c, 1, 7, "x"); r.Payload != "b" {
 			t.Fatalf("after backend 1 left: %+v", r)
@@ -262,7 +262,7 @@ func TestLeaseAndReregistration(t *testing.T) {
 		t.Fatalf("after the replaced lease closed: %+v", r)
 	}
 	b2.unregister()
-	waitFor(t, "last lease close", 2*time.Second, func() bool { return p.Registry().Policy(7) == nil })
+	waitFor(t, "last lease close", 2*time.Second, func() bool { return len(policyBackends(p, 7)) == 0 })
 	if r := roundTrip(t, c, 1, 7, "x"); r.Code != codec.CodeNoBackend {
 		t.Fatalf("with no backend: %+v", r)
 	}
@@ -392,7 +392,7 @@ func TestGracefulShutdown(t *testing.T) {
 	waitFor(t, "requests in flight", time.Second, func() bool { return p.Metrics().Snapshot().Inflight == 3 })
 	done := make(chan error, 1)
 	go func() { done <- p.Shutdown(context.Background()) }()
-	waitFor(t, "draining", time.Second, func() bool { return p.draining.Load() })
+	waitFor(t, "draining", time.Second, func() bool { return p.p.draining.Load() })
 	c.Send(5, 7, "late")
 	c.Flush()
 	for i := range 3 {
@@ -521,9 +521,9 @@ func TestBackendSocketFullHoldsRequests(t *testing.T) {
 // onLoops runs f on each event loop, in the loop, and waits for it.
 func onLoops(t testing.TB, p *Proxy, f func(*loop)) {
 	t.Helper()
-	p.mu.Lock()
-	loops := append([]*loop(nil), p.list...)
-	p.mu.Unlock()
+	p.p.mu.Lock()
+	loops := append([]*loop(nil), p.p.list...)
+	p.p.mu.Unlock()
 	for _, l := range loops {
 		done := make(chan struct{})
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {

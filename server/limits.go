@@ -1,0 +1,41 @@
+package server
+
+// limits are the thresholds the loops test on the request path, derived
+// once from the configuration so that the rules live in one place.
+type limits struct {
+	timeout int64 // Config.Timeout in loop-clock nanoseconds
+
+	// A client is read while it has fewer than clientInflight requests
+	// unanswered and fewer than clientOutPause bytes of answers unsent;
+	// past connBuffer (unread requests or unsent answers) it is closed.
+	clientInflight int
+	clientOutPause int
+	connBuffer     int
+
+	// A link holding linkPressured requests, or backlogPressured bytes the
+	// socket has not taken, is passed over for its policy's others; with
+	// all of them pressured a request goes to it anyway and its client
+	// waits, unless the link holds linkRefuse requests (then "overloaded").
+	// Waiting clients go once it is below linkRelieved requests and
+	// backlogRelieved bytes: well below the limits, so that they do not
+	// all find it pressured again after one request each.
+	linkPressured    int
+	linkRefuse       int
+	linkRelieved     int
+	backlogPressured int
+	backlogRelieved  int
+}
+
+func newLimits(cfg *Config) limits {
+	return limits{
+		timeout:          int64(cfg.Timeout),
+		clientInflight:   cfg.MaxClientInflight,
+		clientOutPause:   cfg.MaxConnBuffer / 2,
+		connBuffer:       cfg.MaxConnBuffer,
+		linkPressured:    cfg.MaxBackendInflight,
+		linkRefuse:       2 * cfg.MaxBackendInflight,
+		linkRelieved:     cfg.MaxBackendInflight / 2,
+		backlogPressured: cfg.MaxConnBuffer / 2,
+		backlogRelieved:  cfg.MaxConnBuffer / 4,
+	}
+}
