@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -637,5 +638,31 @@ func TestShutdownSeesRequestJustRead(t *testing.T) {
 		if a := recv(t, c); a.Type != codec.TypeReply || a.Payload != "slow" {
 			t.Fatalf("round %d: the request in flight at Shutdown was answered %+v", round, a)
 		}
+	}
+}
+
+func TestLifecycleMisuse(t *testing.T) {
+	p, err := New(Config{Listen: "127.0.0.1:0", Loops: 1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown before Start: %v", err)
+	}
+	if err := p.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Shutdown: %v; want ErrClosed", err)
+	}
+
+	p = startProxy(t, Config{Loops: 1})
+	if err := p.Start(); !errors.Is(err, ErrStarted) {
+		t.Fatalf("Start twice: %v; want ErrStarted", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.Shutdown(ctx) // an ended context: returns at once, the engine still stops
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("proxy did not stop after Shutdown with an ended context")
 	}
 }
