@@ -143,8 +143,11 @@ func (d *Decoder) fast(body []byte, m *Message) (int64, bool) {
 	return policy, true
 }
 
-// Prepare compiles the request decoder now rather than on the first
-// request, which would otherwise wait for sonic's JIT.
+// Prepare compiles the request decoder and the reply checker now rather
+// than on the first message, which would otherwise wait for sonic's JIT.
 func Prepare() error {
-	return decoder.Pretouch(reflect.TypeOf(fastRequest{}), option.WithCompileRecursiveDepth(0))
+	if err := decoder.Pretouch(reflect.TypeOf(fastRequest{}), option.WithCompileRecursiveDepth(0)); err != nil {
+		return err
+	}
+	return decoder.Pretouch(reflect.TypeOf(fastReply{}), option.WithCompileRecursiveDepth(0))
 }

@@ -1,0 +1,73 @@
+package codec
+
+import (
+	"errors"
+	"unsafe"
+
+	"github.com/bytedance/sonic/decoder"
+)
+
+var (
+	// ErrNotReply means a backend's answer is not a reply (type 2): an
+	// error, a request, a setup, or no type at all.
+	ErrNotReply = errors.New("codec: not a reply")
+	// ErrWrongDest means a reply's destid is not the srcid of the request
+	// it would answer: it is for another request.
+	ErrWrongDest = errors.New("codec: reply for another request")
+)
+
+// ReplyChecker checks the replies a proxy forwards. Its zero value is
+// ready; it allocates nothing. Not safe for concurrent use: one per event
+// loop.
+type ReplyChecker struct {
+	r         fastReply
+	typ, dest int64
+	sonic     decoder.Decoder
+}
+
+// fastReply holds the two fields a check looks at; sonic skips the others
+// with full validation (syntax, strings) and never copies them.
+type fastReply struct {
+	Type   *int64 `json:"type"`
+	DestID *int64 `json:"destid"`
+}
+
+// Check reports whether body is a reply to a request whose srcid is srcid:
+// one well-formed JSON object (syntax and strings checked throughout,
+// nothing after it) whose "type" is 2 and whose "destid" is srcid, both
+// JSON integers. It returns ErrSyntax (not one JSON object), ErrNotReply
+// or ErrWrongDest. The other fields are not judged: a client gets the reply
+// as its backend wrote it.
+func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
+	if len(body) == 0 {
+		return ErrSyntax
+	}
+	rc.typ, rc.dest = unset, unset
+	rc.r = fastReply{&rc.typ, &rc.dest}
+	rc.sonic.Reset(unsafe.String(&body[0], len(body)))
+	rc.sonic.SetOptions(fastOptions)
+	err := rc.sonic.Decode(&rc.r)
+	if err == nil {
+		err = rc.sonic.CheckTrailings()
+	}
+	rc.sonic.Reset("") // do not keep the input alive
+	switch {
+	case err != nil || firstByte(body) != '{':
+		return ErrSyntax
+	case rc.r.Type == nil || rc.typ != TypeReply:
+		return ErrNotReply
+	case rc.r.DestID == nil || rc.dest != srcid || srcid == unset:
+		return ErrWrongDest
+	}
+	return nil
+}
+
+// firstByte returns the first byte of body that is not JSON white space.
+func firstByte(body []byte) byte {
+	for _, c := range body {
+		if !isSpace(c) {
+			return c
+		}
+	}
+	return 0
+}

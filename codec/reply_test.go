@@ -1,0 +1,92 @@
+package codec
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestReplyCheck(t *testing.T) {
+	tests := []struct {
+		name  string
+		body  string
+		srcid int64
+		want  error
+	}{
+		{"reply", `{"type":2,"srcid":1,"destid":42,"payloadsize":2,"payload":"hi"}`, 42, nil},
+		{"spaces", " \n{\"destid\":42,\"type\":2}\n ", 42, nil},
+		{"other fields unjudged", `{"type":2,"destid":42,"payload":7,"x":[1,{"y":null}]}`, 42, nil},
+		{"wrong destid", `{"type":2,"destid":43,"payload":"hi"}`, 42, ErrWrongDest},
+		{"no destid", `{"type":2,"payload":"hi"}`, 42, ErrWrongDest},
+		{"null destid", `{"type":2,"destid":null}`, 42, ErrWrongDest},
+		{"destid as text", `{"type":2,"destid":"42"}`, 42, ErrSyntax},
+		{"destid float", `{"type":2,"destid":42.0}`, 42, ErrSyntax},
+		{"error", `{"type":3,"destid":42,"code":"timeout","error":"x"}`, 42, ErrNotReply},
+		{"request", `{"type":0,"srcid":42,"privPoliId":7,"payloadsize":0,"payload":""}`, 42, ErrNotReply},
+		{"setup ack", `{"type":4,"id":42,"privPolyId":7}`, 42, ErrNotReply},
+		{"no type", `{"destid":42}`, 42, ErrNotReply},
+		{"null type", `{"type":null,"destid":42}`, 42, ErrNotReply},
+		{"empty", ``, 42, ErrSyntax},
+		{"not JSON", `hello`, 42, ErrSyntax},
+		{"array", `[{"type":2,"destid":42}]`, 42, ErrSyntax},
+		{"null", `null`, 42, ErrSyntax},
+		{"string", `"reply"`, 42, ErrSyntax},
+		{"truncated", `{"type":2,"destid":42,"payload":"h`, 42, ErrSyntax},
+		{"trailing", `{"type":2,"destid":42}{}`, 42, ErrSyntax},
+		{"bad skipped value", `{"type":2,"destid":42,"x":[1,}`, 42, ErrSyntax},
+		{"control char in string", "{\"type\":2,\"destid\":42,\"payload\":\"a\x01\"}", 42, ErrSyntax},
+		{"bad escape", `{"type":2,"destid":42,"payload":"\q"}`, 42, ErrSyntax},
+		{"min int srcid", `{"type":2,"destid":-9223372036854775808}`, -1 << 63, ErrWrongDest},
+	}
+	var rc ReplyChecker
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rc.Check([]byte(tt.body), tt.srcid); !errors.Is(got, tt.want) {
+				t.Fatalf("Check(%q, %d) = %v; want %v", tt.body, tt.srcid, got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzReplyCheck holds the checker to the general decoder: what it accepts
+// the general path decodes as a type-2 message with that destid.
+func FuzzReplyCheck(f *testing.F) {
+	f.Add([]byte(`{"type":2,"srcid":1,"destid":42,"payloadsize":2,"payload":"hi"}`), int64(42))
+	f.Add([]byte(`{"type":3,"destid":42,"code":"timeout","error":"x"}`), int64(42))
+	f.Add([]byte(`{"type":2,"destid":42,"payload":"\u00e9\n"}`), int64(42))
+	f.Add([]byte(`[]`), int64(0))
+	var rc ReplyChecker
+	var d Decoder
+	var m Message
+	f.Fuzz(func(t *testing.T, body []byte, srcid int64) {
+		if rc.Check(body, srcid) != nil {
+			return
+		}
+		if err := d.Decode(body, &m); err != nil {
+			t.Fatalf("checker accepted %q, the general path refuses it: %v", body, err)
+		}
+		if m.Type != TypeReply || m.DestID != srcid {
+			t.Fatalf("checker accepted %q for %d; general path: type %d destid %d", body, srcid, m.Type, m.DestID)
+		}
+	})
+}
+
+func BenchmarkReplyCheck(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		body := AppendReply(nil, 1, 42, string(make([]byte, size)))
+		for i := range body {
+			if body[i] == 0 {
+				body[i] = 'x'
+			}
+		}
+		var rc ReplyChecker
+		b.Run("size="+itoa(size), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if err := rc.Check(body, 42); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
