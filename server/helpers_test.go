@@ -109,6 +109,9 @@ type fakeBackend struct {
 	id     int64
 	lease  net.Conn
 	handle func(n int, payload string) (reply string, ok bool)
+	// raw, when set, replaces handle: the frame bodies to answer the n-th
+	// request with (none, one, several, or bad ones); nil closes.
+	raw func(n int, srcid int64, payload string) [][]byte
 
 	mu   sync.Mutex
 	got  []string
@@ -179,11 +182,21 @@ func (fb *fakeBackend) serve(nc net.Conn) {
 		case fb.cond <- struct{}{}:
 		default:
 		}
-		reply, ok := fb.handle(n, payload)
-		if !ok {
-			return
+		if fb.raw != nil {
+			frames := fb.raw(n, m.SrcID, payload)
+			if frames == nil {
+				return
+			}
+			for _, f := range frames {
+				c.SendRaw(f)
+			}
+		} else {
+			reply, ok := fb.handle(n, payload)
+			if !ok {
+				return
+			}
+			c.SendRaw(codec.AppendReply(nil, fb.id, m.SrcID, reply))
 		}
-		c.SendRaw(codec.AppendReply(nil, fb.id, m.SrcID, reply))
 		if c.Flush() != nil {
 			return
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"time"
@@ -259,8 +260,14 @@ func (lk *link) flush() {
 	}
 }
 
-// traffic matches replies to the fifo's head and hands them to their clients.
-func (lk *link) traffic() {
+// traffic checks replies, matches them to the fifo's head and hands them
+// to their clients. A backend that breaks the protocol (a stream that
+// cannot be cut, a reply nobody asked for, or one that is not a reply to
+// the request at the head) has its data connection closed at once
+// (gnet.Close: OnClose runs before traffic returns), and the calls in
+// flight on it are retried elsewhere as for any failed connection: a
+// client never sees the bad bytes.
+func (lk *link) traffic() gnet.Action {
 	l := lk.loop
 	f := newFrames(lk.gc, &lk.split)
 	for {
@@ -268,14 +275,20 @@ func (lk *link) traffic() {
 		if incomplete(err) {
 			break
 		}
-		if front, ok := lk.fifo.Front(); err != nil || !ok || front.end > lk.sent {
-			// A reply nobody asked for, or a stream that cannot be cut:
-			// the calls in flight are retried elsewhere.
+		front, ok := lk.fifo.Front()
+		switch {
+		case err != nil:
+		case !ok || front.end > lk.sent:
+			err = errUnasked
+		default:
+			err = l.replies.Check(body, front.srcid)
+		}
+		if err != nil {
+			l.metrics.n[mBadReplies]++
 			l.p.cfg.Logger.Warn("backend broke the protocol: closing its data connection",
-				"id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+				"id", lk.backend.ID, "addr", lk.backend.Addr, "inflight", lk.fifo.Len(), "err", err)
 			lk.gc.Discard(-1)
-			lk.gc.Close()
-			return
+			return gnet.Close
 		}
 		c, _ := lk.fifo.Pop()
 		answered := l.answer(c) // before unlink, which recycles a call done with
@@ -305,7 +318,10 @@ func (lk *link) traffic() {
 	more := l.moreDue
 	l.moreDue = false
 	l.flushSoon(more)
+	return gnet.None
 }
+
+var errUnasked = errors.New("server: a reply with no request in flight")
 
 // closed runs in OnClose: calls that were not answered are retried on
 // another backend or answered backend_unavailable.

@@ -19,8 +19,9 @@ type loop struct {
 
 	links map[*pool.Backend]*link
 
-	dec codec.Decoder
-	msg codec.Message
+	dec     codec.Decoder
+	msg     codec.Message
+	replies codec.ReplyChecker
 
 	free []*call  // recycled calls
 	bufs [][]byte // recycled answer batches

@@ -25,6 +25,7 @@ const (
 	mAbandoned
 	mDials
 	mDialErrors
+	mBadReplies
 	mConns
 	mUnanswered
 	mErrors // first of len(errorCodes)
@@ -90,6 +91,7 @@ type Snapshot struct {
 	Abandoned  int64            // requests whose client left before the answer
 	Dials      int64            // data connections opened
 	DialErrors int64            // data connections that failed to open
+	BadReplies int64            // data connections closed for breaking the protocol
 	Conns      int64            // inbound connections open (clients and leases)
 	Inflight   int64            // requests not yet answered
 }
@@ -114,6 +116,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.Abandoned += get(mAbandoned)
 		s.Dials += get(mDials)
 		s.DialErrors += get(mDialErrors)
+		s.BadReplies += get(mBadReplies)
 		s.Conns += get(mConns)
 		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
@@ -134,6 +137,7 @@ var (
 	descAbandoned = prometheus.NewDesc("prism_abandoned_total", "Requests whose client left before the answer.", nil, nil)
 	descDials     = prometheus.NewDesc("prism_backend_dials_total", "Data connections opened to backends.", nil, nil)
 	descDialErrs  = prometheus.NewDesc("prism_backend_dial_errors_total", "Data connections that failed to open.", nil, nil)
+	descBadReply  = prometheus.NewDesc("prism_backend_protocol_errors_total", "Data connections closed because the backend broke the protocol (a bad or unasked reply).", nil, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
 	descBackends  = prometheus.NewDesc("prism_backends", "Backends in rotation, by policy.", []string{"policy"}, nil)
@@ -143,7 +147,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descConns, descInflight, descBackends, descRouted} {
+		descAbandoned, descDials, descDialErrs, descBadReply, descConns, descInflight, descBackends, descRouted} {
 		ch <- d
 	}
 }
@@ -168,6 +172,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descAbandoned, s.Abandoned)
 	counter(descDials, s.Dials)
 	counter(descDialErrs, s.DialErrors)
+	counter(descBadReply, s.BadReplies)
 	gauge(descConns, s.Conns)
 	gauge(descInflight, s.Inflight)
 	perPolicy := map[int64]int64{}

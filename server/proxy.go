@@ -361,7 +361,7 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 func (p *proxy) OnTraffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *link:
-		x.traffic()
+		return x.traffic()
 	case *inConn:
 		x.traffic()
 	case *wake:
