@@ -120,3 +120,60 @@ func BenchmarkSelector(b *testing.B) {
 		}
 	})
 }
+
+func TestEjectionCapBackoffAndProbe(t *testing.T) {
+	r := NewRegistry()
+	r.SetOutlier(Outlier{After: 3, Base: 100, Max: 400, MaxPercent: 50, Probe: 50})
+	a, b := &Backend{ID: 1, Policy: 7}, &Backend{ID: 2, Policy: 7}
+	r.Register(a)
+	r.Register(b)
+	var now int64 = 1000
+	clock := func() int64 { return now }
+	for i := range 2 {
+		if ev := r.Failed(a, now); ev != NoChange {
+			t.Fatalf("failure %d: %v", i, ev)
+		}
+	}
+	r.Succeeded(a, clock) // a success in between starts the count over
+	for range 2 {
+		r.Failed(a, now)
+	}
+	if ev := r.Failed(a, now); ev != EjectedNow || !r.Out(a, clock) {
+		t.Fatalf("third failure in a row: %v, out %v; want ejected", ev, r.Out(a, clock))
+	}
+	// The cap: ejecting b too would leave 100% of the policy out.
+	for range 2 {
+		r.Failed(b, now)
+	}
+	if ev := r.Failed(b, now); ev != CapRefused || r.Out(b, clock) {
+		t.Fatalf("b: %v; want refused by the cap", ev)
+	}
+	// Over: one probe only; its failure doubles the ejection.
+	now += 100
+	if r.Out(a, clock) || !r.TryProbe(a, clock) || r.TryProbe(a, clock) || !r.Out(a, clock) {
+		t.Fatal("ejection over: want exactly one probe")
+	}
+	if ev := r.Failed(a, now); ev != EjectedNow {
+		t.Fatalf("failed probe: %v", ev)
+	}
+	now += 150
+	if !r.Out(a, clock) {
+		t.Fatal("second ejection shorter than twice the first")
+	}
+	now += 50
+	if r.Out(a, clock) || !r.TryProbe(a, clock) {
+		t.Fatal("second ejection not over after 200")
+	}
+	// A probe that takes longer than Probe counts as failed.
+	now += 60
+	if !r.Out(a, clock) || a.State() != Ejected {
+		t.Fatalf("lost probe: state %d; want ejected again", a.State())
+	}
+	now += 400
+	if r.Out(a, clock) || !r.TryProbe(a, clock) {
+		t.Fatal("third ejection not over at the max")
+	}
+	if ev := r.Succeeded(a, clock); ev != Readmitted || r.Out(a, clock) {
+		t.Fatalf("probe reply: %v; want readmitted", ev)
+	}
+}

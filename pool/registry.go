@@ -19,6 +19,7 @@ type Backend struct {
 
 	removed atomic.Bool
 	routed  atomic.Uint64
+	h       health
 }
 
 // Removed reports whether the backend left rotation (lease closed or replaced).
@@ -73,14 +74,19 @@ type Registry struct {
 	byID     map[int64]*Backend
 	counters map[int64]*atomic.Uint64 // per policy; kept across snapshots
 	snap     atomic.Pointer[snapshot]
+	outlier  Outlier // set before use
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	r := &Registry{byID: map[int64]*Backend{}, counters: map[int64]*atomic.Uint64{}}
+	r := &Registry{byID: map[int64]*Backend{}, counters: map[int64]*atomic.Uint64{}, outlier: Outlier{}.resolve()}
 	r.snap.Store(&snapshot{policies: map[int64]*Policy{}})
 	return r
 }
+
+// SetOutlier sets how backends are ejected (health.go). Call it before the
+// registry is used.
+func (r *Registry) SetOutlier(o Outlier) { r.outlier = o.resolve() }
 
 // Policy returns the backends of policy id, or nil when none is registered.
 func (r *Registry) Policy(id int64) *Policy {

@@ -48,6 +48,24 @@ type Config struct {
 	// is answered "overloaded" and closed. At half of it the proxy stops
 	// reading a client's requests. Zero: 4 MiB, and at least 2*MaxFrame.
 	MaxConnBuffer int
+	// EjectAfter is how many failures in a row (timeouts, failed data
+	// connections, replies that break the protocol) take a backend out of
+	// rotation. Zero: 5; negative: failures never eject (stalls still do).
+	EjectAfter int
+	// EjectTime is a backend's first ejection; it doubles with each
+	// ejection in a row, up to EjectMaxTime. After it one request probes
+	// the backend, and only a reply readmits it. Zero: 1s.
+	EjectTime time.Duration
+	// EjectMaxTime bounds an ejection. Zero: 30s.
+	EjectMaxTime time.Duration
+	// MaxEjectedPercent caps the share of a policy's backends ejected at
+	// once, counting the one being ejected. Zero: 50. When every backend
+	// a request may use is ejected, it is routed as if none were (panic).
+	MaxEjectedPercent int
+	// StallTimeout ejects a backend whose data connection has requests in
+	// flight but gave no reply for this long, and retries those requests
+	// elsewhere. Zero: the smaller of 1s and Timeout/2; negative: off.
+	StallTimeout time.Duration
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +112,12 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.MaxConnBuffer < 2*c.MaxFrame+codec.HeaderLen {
 		c.MaxConnBuffer = 2*c.MaxFrame + codec.HeaderLen
+	}
+	if c.MaxEjectedPercent < 0 || c.MaxEjectedPercent > 100 {
+		return c, fmt.Errorf("server: MaxEjectedPercent %d is not a percentage", c.MaxEjectedPercent)
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = min(time.Second, c.Timeout/2)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -4,6 +4,7 @@ package server
 // once from the configuration so that the rules live in one place.
 type limits struct {
 	timeout int64 // Config.Timeout in loop-clock nanoseconds
+	stall   int64 // Config.StallTimeout; 0: off
 
 	// A client is read while it has fewer than clientInflight requests
 	// unanswered and fewer than clientOutPause bytes of answers unsent;
@@ -29,6 +30,7 @@ type limits struct {
 func newLimits(cfg *Config) limits {
 	return limits{
 		timeout:          int64(cfg.Timeout),
+		stall:            max(int64(cfg.StallTimeout), 0),
 		clientInflight:   cfg.MaxClientInflight,
 		clientOutPause:   cfg.MaxConnBuffer / 2,
 		connBuffer:       cfg.MaxConnBuffer,

@@ -34,7 +34,13 @@ type link struct {
 	sent        int64 // bytes ever written (handed to gnet)
 	dirty       bool
 	waiters     []*inConn // clients not read until the link drains
-	split       codec.Splitter
+
+	// Stall detection (health.go): replies matched, as the last tick saw
+	// them and when they last moved; when the fifo last became non-empty.
+	replies, tickReplies int64
+	progress, busySince  int64
+	failed               bool // its failure was reported: closing it is not another
+	split                codec.Splitter
 }
 
 // linkState is where a link's connection is.
@@ -79,25 +85,41 @@ func (l *loop) dispatch(c *call, body []byte) {
 		}
 		return now
 	}
+	reg := l.p.registry
 	var pressed *pool.Backend // the first backend passed over for pressure
-	b := pol.NextExcept(func(b *pool.Backend) bool {
+	out := 0                  // backends passed over for being ejected
+	panicking := false        // every backend left is ejected: use them anyway
+	skip := func(b *pool.Backend) bool {
 		if b == c.last && len(pol.Backends) > 1 {
 			return true
 		}
-		lk := l.links[b]
-		switch {
-		case lk == nil:
-			return false
-		case !lk.usable(clock):
+		if !panicking && reg.Out(b, clock) {
+			out++
 			return true
-		case lk.pressured():
-			if pressed == nil {
-				pressed = b
+		}
+		if lk := l.links[b]; lk != nil {
+			switch {
+			case !lk.usable(clock):
+				return true
+			case lk.pressured():
+				if pressed == nil {
+					pressed = b
+				}
+				return true
 			}
+		}
+		if !panicking && !reg.TryProbe(b, clock) { // another request probes it
+			out++
 			return true
 		}
 		return false
-	})
+	}
+	b := pol.NextExcept(skip)
+	if b == nil && pressed == nil && out > 0 {
+		panicking = true
+		l.metrics.n[mPanics]++
+		b = pol.NextExcept(skip)
+	}
 	if b == nil {
 		b = pressed
 	}
@@ -115,6 +137,9 @@ func (l *loop) dispatch(c *call, body []byte) {
 			return
 		}
 		lk.block(c.client)
+	}
+	if lk.fifo.Len() == 0 {
+		lk.busySince = l.stamp
 	}
 	lk.send(c, body)
 	if lk.state == linkUp {
@@ -234,6 +259,8 @@ func (lk *link) dialFailed(err error) {
 	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + int64(l.p.cfg.DownFor)}
 	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+	l.backendFailed(lk.backend, "dial: "+err.Error())
+	l.stamp = l.clock() // the retries' sending time
 	lk.unblock()
 	lk.failAll()
 	l.flush()
@@ -288,8 +315,11 @@ func (lk *link) traffic() gnet.Action {
 			l.p.cfg.Logger.Warn("backend broke the protocol: closing its data connection",
 				"id", lk.backend.ID, "addr", lk.backend.Addr, "inflight", lk.fifo.Len(), "err", err)
 			lk.gc.Discard(-1)
+			lk.failed = true
+			l.backendFailed(lk.backend, "protocol: "+err.Error())
 			return gnet.Close
 		}
+		lk.replies++
 		c, _ := lk.fifo.Pop()
 		answered := l.answer(c) // before unlink, which recycles a call done with
 		lk.unlink(c)
@@ -303,6 +333,9 @@ func (lk *link) traffic() gnet.Action {
 		f.consume()
 	}
 	f.done()
+	if lk.replies != lk.tickReplies { // replies came: the backend is well
+		l.healthChanged(lk.backend, l.p.registry.Succeeded(lk.backend, l.clock), "")
+	}
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
@@ -335,7 +368,11 @@ func (lk *link) closed(gc gnet.Conn, err error) {
 	if lk.fifo.Len() > 0 {
 		l.p.cfg.Logger.Debug("data connection closed with requests in flight",
 			"id", lk.backend.ID, "inflight", lk.fifo.Len(), "err", err)
+		if !lk.failed {
+			l.backendFailed(lk.backend, "data connection closed with requests in flight")
+		}
 	}
+	l.stamp = l.clock() // the retries' sending time
 	lk.unblock()
 	lk.failAll()
 }

@@ -41,14 +41,14 @@ type loop struct {
 
 	tickTask gnet.Runnable
 
-	epoch time.Time // the loop's clock counts from here (monotonic)
+	epoch time.Time // the proxy's: the loops' clocks agree (the registry's ejections use them)
 	stamp int64     // the clock when the current read began: its requests' arrival
 
 	metrics loopMetrics
 }
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim}
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -78,6 +78,9 @@ func (l *loop) tick() {
 			if !ok || !c.unanswered() || c.deadline > now {
 				break
 			}
+			if c.onLink {
+				l.backendFailed(c.last, "request timed out")
+			}
 			l.answerError(c, codec.CodeTimeout, "no reply within the request timeout") // delivers it
 		}
 		if ic.queue.Len() == 0 {
@@ -102,6 +105,7 @@ func (l *loop) tick() {
 		i++
 	}
 	for b, lk := range l.links {
+		lk.checkStall(now)
 		if lk.unsentBytes > 0 && lk.gc != nil {
 			l.markLinkDirty(lk)
 		}

@@ -26,6 +26,11 @@ const (
 	mDials
 	mDialErrors
 	mBadReplies
+	mEjections
+	mEjectRefused
+	mReadmissions
+	mStalls
+	mPanics
 	mConns
 	mUnanswered
 	mErrors // first of len(errorCodes)
@@ -92,6 +97,11 @@ type Snapshot struct {
 	Dials      int64            // data connections opened
 	DialErrors int64            // data connections that failed to open
 	BadReplies int64            // data connections closed for breaking the protocol
+	Ejections  int64            // backends taken out of rotation
+	Refused    int64            // ejections refused by the policy's cap
+	Readmitted int64            // ejected backends back after a successful probe
+	Stalls     int64            // data connections found stalled
+	Panics     int64            // requests routed to ejected backends (all of the policy's were)
 	Conns      int64            // inbound connections open (clients and leases)
 	Inflight   int64            // requests not yet answered
 }
@@ -117,6 +127,11 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.Dials += get(mDials)
 		s.DialErrors += get(mDialErrors)
 		s.BadReplies += get(mBadReplies)
+		s.Ejections += get(mEjections)
+		s.Refused += get(mEjectRefused)
+		s.Readmitted += get(mReadmissions)
+		s.Stalls += get(mStalls)
+		s.Panics += get(mPanics)
 		s.Conns += get(mConns)
 		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
@@ -138,6 +153,12 @@ var (
 	descDials     = prometheus.NewDesc("prism_backend_dials_total", "Data connections opened to backends.", nil, nil)
 	descDialErrs  = prometheus.NewDesc("prism_backend_dial_errors_total", "Data connections that failed to open.", nil, nil)
 	descBadReply  = prometheus.NewDesc("prism_backend_protocol_errors_total", "Data connections closed because the backend broke the protocol (a bad or unasked reply).", nil, nil)
+	descEjections = prometheus.NewDesc("prism_backend_ejections_total", "Backends taken out of rotation (outlier ejection).", nil, nil)
+	descRefused   = prometheus.NewDesc("prism_backend_ejections_refused_total", "Ejections refused because the policy's share of ejected backends was at its cap.", nil, nil)
+	descReadmit   = prometheus.NewDesc("prism_backend_readmissions_total", "Ejected backends readmitted after a successful probe.", nil, nil)
+	descStalls    = prometheus.NewDesc("prism_backend_stalls_total", "Data connections found with requests in flight and no reply for the stall timeout.", nil, nil)
+	descPanics    = prometheus.NewDesc("prism_panic_routed_total", "Requests routed to an ejected backend because every backend of the policy was ejected.", nil, nil)
+	descState     = prometheus.NewDesc("prism_backend_state", "A backend's state: 0 up, 1 ejected, 2 probing.", []string{"id", "policy"}, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
 	descBackends  = prometheus.NewDesc("prism_backends", "Backends in rotation, by policy.", []string{"policy"}, nil)
@@ -147,7 +168,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descBadReply, descConns, descInflight, descBackends, descRouted} {
+		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descState, descConns, descInflight, descBackends, descRouted} {
 		ch <- d
 	}
 }
@@ -173,12 +194,18 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descDials, s.Dials)
 	counter(descDialErrs, s.DialErrors)
 	counter(descBadReply, s.BadReplies)
+	counter(descEjections, s.Ejections)
+	counter(descRefused, s.Refused)
+	counter(descReadmit, s.Readmitted)
+	counter(descStalls, s.Stalls)
+	counter(descPanics, s.Panics)
 	gauge(descConns, s.Conns)
 	gauge(descInflight, s.Inflight)
 	perPolicy := map[int64]int64{}
 	for _, b := range m.p.registry.Backends() {
 		perPolicy[b.Policy]++
 		counter(descRouted, int64(b.Routed()), itoa(b.ID), itoa(b.Policy))
+		gauge(descState, int64(b.State()), itoa(b.ID), itoa(b.Policy))
 	}
 	for p, n := range perPolicy {
 		gauge(descBackends, n, itoa(p))

@@ -49,6 +49,8 @@ type proxy struct {
 	addr     string
 	draining atomic.Bool
 
+	epoch time.Time // the loops' clock counts from here (monotonic)
+
 	mu    sync.Mutex
 	life  lifecycle
 	loops map[gnet.EventLoop]*loop
@@ -76,7 +78,12 @@ func New(cfg Config) (*Proxy, error) {
 		booted:   make(chan struct{}),
 		done:     make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
+		epoch:    time.Now(),
 	}
+	p.registry.SetOutlier(pool.Outlier{
+		After: cfg.EjectAfter, Base: cfg.EjectTime, Max: cfg.EjectMaxTime,
+		MaxPercent: cfg.MaxEjectedPercent, Probe: cfg.Timeout,
+	})
 	p.metrics = newMetrics(p)
 	return &Proxy{p}, nil
 }
@@ -94,14 +101,17 @@ type BackendInfo struct {
 	Addr    string `json:"addr"`    // its data address, as the proxy dials it
 	Framing string `json:"framing"` // "binary" or "text"
 	Routed  uint64 `json:"routed"`  // requests routed to it
+	State   string `json:"state"`   // "up", "ejected" or "probing"
 }
+
+var stateNames = [...]string{pool.Healthy: "up", pool.Ejected: "ejected", pool.Probing: "probing"}
 
 // Backends lists the backends in rotation, ordered by policy, then id.
 func (p *Proxy) Backends() []BackendInfo {
 	bs := p.p.registry.Backends()
 	out := make([]BackendInfo, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed()})
+		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed(), stateNames[b.State()]})
 	}
 	return out
 }

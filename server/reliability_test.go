@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +91,86 @@ func TestExtraReplyDoesNotCrossClients(t *testing.T) {
 	}
 	if got.Type != codec.TypeReply && got.Code != codec.CodeBackendUnavailable {
 		t.Fatalf("B got %+v", got)
+	}
+}
+
+// A stalled backend (it stops answering, its process alive) leaves rotation
+// once its data connection gives no reply for StallTimeout; the requests
+// it held are retried on its healthy sibling, so no request waits out its
+// timeout. Once it answers again, a probe readmits it.
+func TestStalledBackendIsEjectedAndReadmitted(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, Timeout: 3 * time.Second, StallTimeout: 200 * time.Millisecond,
+		EjectTime: 300 * time.Millisecond})
+	stall := make(chan struct{})
+	var stalled atomic.Bool
+	stalled.Store(true)
+	slow := newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		if stalled.Load() {
+			<-stall
+		}
+		return s, true
+	})
+	newFakeBackend(t, p, 2, 7, echo)
+	c := dial(t, p, codec.Binary)
+	start := time.Now()
+	const n = 200
+	for i := range n {
+		c.Send(int64(i), 7, fmt.Sprint(i))
+		if i%20 == 19 {
+			c.Flush()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	c.Flush()
+	for i := range n {
+		a := recv(t, c)
+		if a.Type != codec.TypeReply || a.DestID != int64(i) || a.Payload != fmt.Sprint(i) {
+			t.Fatalf("request %d answered %+v", i, a)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answers took %v: requests waited for their timeout", d)
+	}
+	s := p.Metrics().Snapshot()
+	if s.Ejections != 1 || s.Stalls == 0 || s.Retries == 0 {
+		t.Fatalf("ejections %d stalls %d retries %d; want 1 ejection after a stall, with retries", s.Ejections, s.Stalls, s.Retries)
+	}
+	if st := policyBackends(p, 7)[0].State; st != "ejected" {
+		t.Fatalf("backend 1 state %q; want ejected", st)
+	}
+	// It answers again: after its ejection time one request probes it and
+	// its reply readmits it.
+	stalled.Store(false)
+	close(stall)
+	waitFor(t, "readmission", 5*time.Second, func() bool {
+		a := roundTrip(t, c, 1, 7, "after")
+		if a.Type != codec.TypeReply || a.Payload != "after" {
+			t.Fatalf("answer %+v", a)
+		}
+		return p.Metrics().Snapshot().Readmitted == 1
+	})
+	before := len(slow.received())
+	for range 10 {
+		roundTrip(t, c, 1, 7, "rr")
+	}
+	if got := len(slow.received()) - before; got != 5 {
+		t.Fatalf("readmitted backend got %d of 10 requests; want its round-robin share, 5", got)
+	}
+}
+
+// The ejection cap: with one backend in a policy, a stall cannot eject it
+// (that would empty the policy); its requests get their timeout.
+func TestEjectionCapKeepsLastBackend(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, Timeout: 400 * time.Millisecond, StallTimeout: 100 * time.Millisecond})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { <-release; return s, true })
+	c := dial(t, p, codec.Binary)
+	if a := roundTrip(t, c, 5, 7, "x"); a.Code != codec.CodeTimeout {
+		t.Fatalf("answer %+v; want timeout", a)
+	}
+	s := p.Metrics().Snapshot()
+	if s.Ejections != 0 || s.Refused == 0 {
+		t.Fatalf("ejections %d refused %d; want the cap to refuse", s.Ejections, s.Refused)
 	}
 }

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prism-proxy/prism/pool"
+)
+
+// Outlier ejection, the loop's side (the shared state and its rules are in
+// pool/health.go): what counts as a backend's failure or success, stall
+// detection, and the log of what changed.
+//
+// Failures: a request timed out on the backend's data connection; the data
+// connection could not be opened, or closed with requests in flight, or
+// broke the protocol. A success: a reply. A data connection that has
+// requests in flight but gave no reply for StallTimeout ejects its backend
+// at once (the cap permitting) and is closed, so that its requests are
+// retried on the policy's other backends instead of waiting out their
+// timeout.
+
+// backendFailed reports a failure of b.
+func (l *loop) backendFailed(b *pool.Backend, why string) {
+	l.healthChanged(b, l.p.registry.Failed(b, l.clock()), why)
+}
+
+func (l *loop) healthChanged(b *pool.Backend, ev pool.Event, why string) {
+	log := l.p.cfg.Logger
+	switch ev {
+	case pool.EjectedNow:
+		l.metrics.n[mEjections]++
+		log.Warn("backend ejected", "id", b.ID, "policy", b.Policy, "addr", b.Addr, "reason", why,
+			"ejections_in_a_row", b.Ejections())
+	case pool.CapRefused:
+		l.metrics.n[mEjectRefused]++
+		if n := l.metrics.n[mEjectRefused]; n&(n-1) == 0 { // 1, 2, 4, 8…: not a line per failure
+			log.Warn("backend failing but not ejected: the policy's share of ejected backends is at its cap",
+				"id", b.ID, "policy", b.Policy, "reason", why, "refusals", n)
+		}
+	case pool.Readmitted:
+		l.metrics.n[mReadmissions]++
+		log.Info("backend readmitted after a successful probe", "id", b.ID, "policy", b.Policy)
+	}
+}
+
+// checkStall ejects lk's backend and closes lk when lk has requests in
+// flight and no reply came for the stall timeout. Run by the tick.
+func (lk *link) checkStall(now int64) {
+	l := lk.loop
+	if lk.replies != lk.tickReplies {
+		lk.tickReplies = lk.replies
+		lk.progress = now
+	}
+	if l.lim.stall == 0 || lk.state != linkUp || lk.fifo.Len() == 0 || lk.failed {
+		return
+	}
+	if now-max(lk.progress, lk.busySince) < l.lim.stall {
+		return
+	}
+	b := lk.backend
+	l.metrics.n[mStalls]++
+	l.healthChanged(b, l.p.registry.Eject(b, now), "no reply for "+time.Duration(l.lim.stall).String())
+	if b.State() == pool.Healthy {
+		return // the cap refused: its requests wait for their timeout
+	}
+	lk.failed = true // counted: its close is not another failure
+	lk.gc.Close()    // OnClose retries its calls elsewhere
+}
