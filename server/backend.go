@@ -16,10 +16,10 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
-	"golang.org/x/sys/unix"
 
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/gnetio"
 )
 
 // Mode is how a backend server answers.
@@ -146,7 +146,7 @@ func (s *BackendServer) serve() {
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+		gnet.WithLogger(gnetio.Logger(s.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
 }
@@ -202,7 +202,7 @@ func (s *BackendServer) Close() error {
 	case <-s.done:
 		return nil
 	}
-	stopEngine(s.engine, s.done)
+	gnetio.Stop(context.Background(), s.engine, s.done)
 	return nil
 }
 
@@ -264,16 +264,8 @@ func (s *BackendServer) lease(addr string) error {
 // OnBoot learns the bound port.
 func (s *BackendServer) OnBoot(eng gnet.Engine) gnet.Action {
 	s.engine = eng
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				s.port = a.Port
-			case *unix.SockaddrInet6:
-				s.port = a.Port
-			}
-		}
-		unix.Close(fd)
+	if a := gnetio.Addr(eng); a != nil {
+		s.port = a.Port
 	}
 	if s.port == 0 {
 		_, p, _ := net.SplitHostPort(s.cfg.Listen)
@@ -303,13 +295,13 @@ func (s *BackendServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // OnTraffic answers every complete request, in order, in one write.
 func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 	bc := c.Context().(*backendConn)
-	f := newFrames(c, &bc.split)
+	f := gnetio.NewFrames(c, &bc.split)
 	bc.out = bc.out[:0]
 	var served uint64
 	action := gnet.None
 	for {
-		body, err := f.next()
-		if incomplete(err) {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
 			break
 		}
 		if err != nil {
@@ -326,9 +318,9 @@ func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 		bc.out = codec.BeginFrame(bc.out, bc.split.Framing)
 		bc.out = s.answer(bc, body)
 		bc.out = codec.EndFrame(bc.out, bc.split.Framing, start)
-		f.consume()
+		f.Consume()
 	}
-	f.done()
+	f.Done()
 	if len(bc.out) > 0 {
 		c.Write(bc.out)
 	}

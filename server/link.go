@@ -10,6 +10,7 @@ import (
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/internal/fifo"
+	"github.com/prism-proxy/prism/internal/gnetio"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -248,10 +249,10 @@ func (lk *link) flush() {
 // traffic matches replies to the fifo's head and hands them to their clients.
 func (lk *link) traffic() {
 	l := lk.loop
-	f := newFrames(lk.gc, &lk.split)
+	f := gnetio.NewFrames(lk.gc, &lk.split)
 	for {
-		body, err := f.next()
-		if incomplete(err) {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
 			break
 		}
 		if front, ok := lk.fifo.Front(); err != nil || !ok || front.end > lk.sent {
@@ -273,9 +274,9 @@ func (lk *link) traffic() {
 			l.metrics.n[mReplies]++
 			c.client.answerReply(c, body)
 		}
-		f.consume()
+		f.Consume()
 	}
-	f.done()
+	f.Done()
 	if lk.gc != nil && lk.backend.Removed() && lk.fifo.Len() == 0 {
 		lk.gc.Close()
 	}
