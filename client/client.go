@@ -142,9 +142,9 @@ func (c *Conn) RecvRaw() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		n := int(uint32(hdr[0])<<24 | uint32(hdr[1])<<16 | uint32(hdr[2])<<8 | uint32(hdr[3]))
-		if n > c.max {
-			return nil, fmt.Errorf("client: reply of %d bytes: %w", n, codec.ErrTooLarge)
+		n, err := codec.ParseHeader(hdr, c.max)
+		if err != nil {
+			return nil, fmt.Errorf("client: reply of %d bytes: %w", n, err)
 		}
 		c.br.Discard(codec.HeaderLen)
 		if n <= c.br.Size() {

@@ -57,22 +57,35 @@ func Detect(first byte) Framing {
 	return Binary
 }
 
+// ParseHeader returns the body size announced by the binary frame header at
+// the start of hdr. It returns ErrIncomplete when hdr is shorter than
+// HeaderLen, and ErrTooLarge, with the announced size, when that is more than
+// max bytes (max <= 0 means DefaultMaxFrame). Every reader of binary frames
+// parses headers here, so they all agree on the bound.
+func ParseHeader(hdr []byte, max int) (size int, err error) {
+	if len(hdr) < HeaderLen {
+		return 0, ErrIncomplete
+	}
+	if max <= 0 {
+		max = DefaultMaxFrame
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	if uint64(n) > uint64(max) {
+		return int(n), ErrTooLarge
+	}
+	return int(n), nil
+}
+
 // SplitBinary returns the JSON body of the first binary frame in buf and the
 // number of bytes the frame takes (header included). It returns ErrIncomplete
 // when buf holds less than a whole frame and ErrTooLarge when the header
 // announces more than max bytes (max <= 0 means DefaultMaxFrame).
 func SplitBinary(buf []byte, max int) (body []byte, n int, err error) {
-	if max <= 0 {
-		max = DefaultMaxFrame
+	size, err := ParseHeader(buf, max)
+	if err != nil {
+		return nil, 0, err
 	}
-	if len(buf) < HeaderLen {
-		return nil, 0, ErrIncomplete
-	}
-	size := binary.BigEndian.Uint32(buf)
-	if uint64(size) > uint64(max) {
-		return nil, 0, ErrTooLarge
-	}
-	n = HeaderLen + int(size)
+	n = HeaderLen + size
 	if len(buf) < n {
 		return nil, 0, ErrIncomplete
 	}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/server"
 )
@@ -148,7 +149,7 @@ func progressOut(p Progress, stderr io.Writer) io.Writer {
 // deployment is the proxy and the backends of a run.
 type deployment struct {
 	proxy    *server.Proxy
-	backends []*server.BackendServer
+	backends []*backend.Server
 	once     sync.Once
 	err      error
 }
@@ -166,7 +167,7 @@ func startDeployment(ctx context.Context, cfg Config, topo topology) (*deploymen
 	d := &deployment{proxy: p}
 	for id := int64(1); id <= int64(topo.servers()); id++ {
 		policy := topo.policyOf(id)
-		b, err := server.NewBackendServer(server.BackendConfig{
+		b, err := backend.New(backend.Config{
 			ID: id, Policy: policy, Proxies: []string{p.Addr()}, Mode: topo.modeOf(policy), Logger: cfg.Logger,
 		})
 		if err == nil {

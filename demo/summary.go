@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/server"
 )
 
@@ -73,7 +74,7 @@ func (s *Summary) Err() error {
 }
 
 // collect sums the workers' tallies; they must have returned.
-func (s *Summary) collect(workers []*worker, backends []*server.BackendServer, topo topology) {
+func (s *Summary) collect(workers []*worker, backends []*backend.Server, topo topology) {
 	hist := newHistogram()
 	perServer := make([]uint64, topo.servers())
 	s.Errors = map[string]uint64{}
@@ -107,7 +108,7 @@ func (s *Summary) collect(workers []*worker, backends []*server.BackendServer, t
 		perPolicy[topo.policyOf(int64(i+1))] += n
 	}
 	for i, b := range backends {
-		c := BackendCount{ID: b.ID(), Policy: b.Policy(), Mode: modeName(topo.modeOf(b.Policy())),
+		c := BackendCount{ID: b.ID(), Policy: b.Policy(), Mode: topo.modeOf(b.Policy()).String(),
 			Replies: perServer[i], Served: b.Served()}
 		if total := perPolicy[c.Policy]; total > 0 {
 			c.Share = float64(c.Replies) / float64(total)

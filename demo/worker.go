@@ -8,9 +8,9 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
-	"github.com/prism-proxy/prism/server"
 )
 
 // Latencies are recorded in microseconds, up to a minute.
@@ -40,18 +40,11 @@ func (t topology) policyOf(id int64) int64 {
 }
 
 // modeOf is the mode of the backends of policy p.
-func (t topology) modeOf(p int64) server.Mode {
+func (t topology) modeOf(p int64) backend.Mode {
 	if p%2 == 0 {
-		return server.Upper
+		return backend.Upper
 	}
-	return server.Echo
-}
-
-func modeName(m server.Mode) string {
-	if m == server.Upper {
-		return "upper"
-	}
-	return "echo"
+	return backend.Echo
 }
 
 // payloads is a read-only pool of random payloads and their upper-cased
@@ -192,7 +185,7 @@ func (w *worker) check(m *codec.Message, p pending) {
 		policy = p.policy
 	}
 	want := w.pl.text[p.index]
-	if w.topo.modeOf(policy) == server.Upper {
+	if w.topo.modeOf(policy) == backend.Upper {
 		want = w.pl.upper[p.index]
 	}
 	if m.Payload != want || m.PayloadSize != int64(len(m.Payload)) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
 )
@@ -21,8 +22,8 @@ func BenchmarkProxyForward(b *testing.B) {
 	}{{64, 1}, {64, 16}, {4096, 16}} {
 		b.Run("size="+strconv.Itoa(tc.size)+"/pipeline="+strconv.Itoa(tc.pipeline), func(b *testing.B) {
 			p := startProxy(b, Config{Loops: 1})
-			startBackend(b, p, 1, 7, Echo, codec.Binary)
-			startBackend(b, p, 2, 7, Echo, codec.Binary)
+			startBackend(b, p, 1, 7, backend.Echo, codec.Binary)
+			startBackend(b, p, 2, 7, backend.Echo, codec.Binary)
 			c := dial(b, p, codec.Binary)
 			benchPipeline(b, c, tc.pipeline, stringOf('x', tc.size))
 		})
@@ -94,8 +95,8 @@ func BenchmarkProxyClients(b *testing.B) {
 	for _, pipeline := range []int{1, 16} {
 		b.Run("conns=32/pipeline="+strconv.Itoa(pipeline), func(b *testing.B) {
 			p := startProxy(b, Config{Loops: 1})
-			startBackend(b, p, 1, 7, Echo, codec.Binary)
-			startBackend(b, p, 2, 7, Echo, codec.Binary)
+			startBackend(b, p, 1, 7, backend.Echo, codec.Binary)
+			startBackend(b, p, 2, 7, backend.Echo, codec.Binary)
 			benchClients(b, 32, pipeline, func() *client.Conn { return dial(b, p, codec.Binary) })
 		})
 	}
@@ -163,8 +164,8 @@ func BenchmarkDirectClients(b *testing.B) {
 }
 
 // startLoneBackend runs a backend server registered nowhere, for direct load.
-func startLoneBackend(b *testing.B) *BackendServer {
-	be, err := NewBackendServer(BackendConfig{ID: 1, Policy: 7, Logger: quiet})
+func startLoneBackend(b *testing.B) *backend.Server {
+	be, err := backend.New(backend.Config{ID: 1, Policy: 7, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func startLoneBackend(b *testing.B) *BackendServer {
 	return be
 }
 
-func dialDirect(b *testing.B, be *BackendServer) *client.Conn {
+func dialDirect(b *testing.B, be *backend.Server) *client.Conn {
 	c, err := client.Dial(b.Context(), "127.0.0.1:"+strconv.Itoa(be.Port()))
 	if err != nil {
 		b.Fatal(err)

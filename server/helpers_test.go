@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
 )
@@ -41,9 +42,9 @@ func startProxy(t testing.TB, cfg Config) *Proxy {
 }
 
 // startBackend runs a gnet backend server registered with p.
-func startBackend(t testing.TB, p *Proxy, id, policy int64, mode Mode, framing codec.Framing) *BackendServer {
+func startBackend(t testing.TB, p *Proxy, id, policy int64, mode backend.Mode, framing codec.Framing) *backend.Server {
 	t.Helper()
-	b, err := NewBackendServer(BackendConfig{ID: id, Policy: policy, Proxies: []string{p.Addr()},
+	b, err := backend.New(backend.Config{ID: id, Policy: policy, Proxies: []string{p.Addr()},
 		Mode: mode, Framing: framing, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

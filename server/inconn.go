@@ -10,6 +10,7 @@ import (
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/internal/fifo"
+	"github.com/prism-proxy/prism/internal/gnetio"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -78,7 +79,7 @@ func (ic *inConn) parse() {
 		return
 	}
 	ic.loop.stamp = ic.loop.clock()
-	f := newFrames(ic.gc, &ic.split)
+	f := gnetio.NewFrames(ic.gc, &ic.split)
 	for {
 		if !ic.canParse() {
 			if !ic.paused && ic.gc.InboundBuffered() > 0 {
@@ -87,25 +88,21 @@ func (ic *inConn) parse() {
 			}
 			break
 		}
-		body, err := f.next()
-		if incomplete(err) {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
 			break
 		}
 		if err != nil {
-			code, text := codec.CodeBadRequest, "text stream is not a sequence of JSON objects"
-			if errors.Is(err, codec.ErrTooLarge) {
-				code, text = codec.CodeTooLarge, "message larger than "+strconv.Itoa(ic.split.Max)+" bytes"
-			}
-			ic.fatal(code, text)
+			ic.fatal(codec.ErrorAnswer(err, ic.split.Max))
 			return
 		}
 		ic.message(body)
 		if ic.gc == nil || ic.closing {
 			return
 		}
-		f.consume()
+		f.Consume()
 	}
-	f.done()
+	f.Done()
 }
 
 // fatal answers code after the requests already queued, then closes: the
@@ -151,7 +148,8 @@ func (ic *inConn) message(body []byte) {
 	c := l.newCall(ic, m.SrcID, policy)
 	l.metrics.n[mRequests]++
 	if err != nil {
-		l.answerError(c, codec.CodeBadRequest, badRequestText(err))
+		code, text := codec.ErrorAnswer(err, 0)
+		l.answerError(c, code, text)
 		return
 	}
 	if l.p.draining.Load() {
@@ -159,28 +157,6 @@ func (ic *inConn) message(body []byte) {
 		return
 	}
 	l.dispatch(c, body)
-}
-
-func badRequestText(err error) string {
-	switch {
-	case errors.Is(err, codec.ErrType):
-		return "not a request: type must be 0"
-	case errors.Is(err, codec.ErrSyntax):
-		return "malformed JSON"
-	case errors.Is(err, codec.ErrNotObject):
-		return "message is not a JSON object"
-	case errors.Is(err, codec.ErrFieldType):
-		return "srcid, privPoliId and payloadsize must be integers and payload a string"
-	case errors.Is(err, codec.ErrMissingField):
-		return "a request needs srcid, privPoliId, payloadsize and payload"
-	case errors.Is(err, codec.ErrPayloadSize):
-		return "payloadsize does not match the payload's UTF-8 length"
-	case errors.Is(err, codec.ErrUTF8):
-		return "payload is not valid UTF-8"
-	case errors.Is(err, codec.ErrPolicyConflict):
-		return "privPoliId and privPolyId disagree"
-	}
-	return err.Error()
 }
 
 // setup registers the backend of a lease connection.
@@ -192,7 +168,7 @@ func (ic *inConn) setup(m *codec.Message) {
 		err = errors.New("this connection already holds a registration")
 	}
 	if err != nil {
-		text := badRequestText(err)
+		_, text := codec.ErrorAnswer(err, 0)
 		if errors.Is(err, codec.ErrType) {
 			text = "a registration connection takes only setup messages"
 		} else if errors.Is(err, codec.ErrMissingField) {

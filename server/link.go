@@ -11,6 +11,7 @@ import (
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/internal/fifo"
+	"github.com/prism-proxy/prism/internal/gnetio"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -296,10 +297,10 @@ func (lk *link) flush() {
 // client never sees the bad bytes.
 func (lk *link) traffic() gnet.Action {
 	l := lk.loop
-	f := newFrames(lk.gc, &lk.split)
+	f := gnetio.NewFrames(lk.gc, &lk.split)
 	for {
-		body, err := f.next()
-		if incomplete(err) {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
 			break
 		}
 		front, ok := lk.fifo.Front()
@@ -330,9 +331,9 @@ func (lk *link) traffic() gnet.Action {
 		} else {
 			l.metrics.n[mLate]++
 		}
-		f.consume()
+		f.Consume()
 	}
-	f.done()
+	f.Done()
 	if lk.replies != lk.tickReplies { // replies came: the backend is well
 		l.healthChanged(lk.backend, l.p.registry.Succeeded(lk.backend, l.clock), "")
 	}

@@ -3,17 +3,15 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
-	"golang.org/x/sys/unix"
 
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/gnetio"
 	"github.com/prism-proxy/prism/pool"
 )
 
@@ -155,7 +153,7 @@ func (p *proxy) serve() {
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{p.cfg.Logger}),
+		gnet.WithLogger(gnetio.Logger(p.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
 }
@@ -224,24 +222,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // stop stops the engine, waits for its loops to end, and closes what they
 // used.
 func (p *proxy) stop() {
-	stopEngine(p.engine, p.done)
+	gnetio.Stop(context.Background(), p.engine, p.done)
 	p.mu.Lock()
 	for _, l := range p.list {
 		l.wake.close() // only now: a loop may ring it until it ends
 	}
 	p.mu.Unlock()
-}
-
-// stopEngine stops a gnet engine and waits until Run returned. Engine.Stop
-// polls for the end every 500ms; Run returns as soon as the loops are done.
-func stopEngine(eng gnet.Engine, done <-chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	go func() {
-		defer cancel()
-		eng.Stop(ctx)
-	}()
-	<-done
-	cancel()
 }
 
 // syncWait bounds how long a Snapshot waits for a loop to publish.
@@ -296,15 +282,8 @@ func (p *proxy) unanswered() int64 {
 func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
 	p.addr = p.cfg.Listen
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			if in4, ok := sa.(*unix.SockaddrInet4); ok {
-				p.addr = (&net.TCPAddr{IP: in4.Addr[:], Port: in4.Port}).String()
-			} else if in6, ok := sa.(*unix.SockaddrInet6); ok {
-				p.addr = (&net.TCPAddr{IP: in6.Addr[:], Port: in6.Port}).String()
-			}
-		}
-		unix.Close(fd)
+	if a := gnetio.Addr(eng); a != nil {
+		p.addr = a.String()
 	}
 	close(p.booted)
 	return gnet.None
@@ -392,21 +371,4 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 
 func tickInterval(timeout time.Duration) time.Duration {
 	return min(max(timeout/50, time.Millisecond), 50*time.Millisecond)
-}
-
-// gnetLogger sends gnet's log to slog.
-type gnetLogger struct {
-	l interface{ Error(string, ...any) }
-}
-
-func (g gnetLogger) Debugf(string, ...any) {}
-func (g gnetLogger) Infof(string, ...any)  {}
-func (g gnetLogger) Warnf(f string, a ...any) {
-	g.l.Error(fmt.Sprintf(f, a...), "component", "gnet")
-}
-func (g gnetLogger) Errorf(f string, a ...any) {
-	g.l.Error(fmt.Sprintf(f, a...), "component", "gnet")
-}
-func (g gnetLogger) Fatalf(f string, a ...any) {
-	g.l.Error(fmt.Sprintf(f, a...), "component", "gnet")
 }

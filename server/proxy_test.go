@@ -16,6 +16,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
 )
@@ -25,7 +26,7 @@ func TestRoundTripFramings(t *testing.T) {
 		for _, cf := range []codec.Framing{codec.Binary, codec.Text} {
 			t.Run(fmt.Sprintf("backend_%v/client_%v", bf, cf), func(t *testing.T) {
 				p := startProxy(t, Config{})
-				startBackend(t, p, 1, 7, Upper, bf)
+				startBackend(t, p, 1, 7, backend.Upper, bf)
 				c := dial(t, p, cf)
 				for _, payload := range []string{"hello", "h\u00e9 \"quoted\" {braces}", ""} {
 					a := roundTrip(t, c, 42, 7, payload)
@@ -40,10 +41,10 @@ func TestRoundTripFramings(t *testing.T) {
 
 func TestRoundRobinExact(t *testing.T) {
 	p := startProxy(t, Config{})
-	bs := []*BackendServer{
-		startBackend(t, p, 1, 7, Echo, codec.Binary),
-		startBackend(t, p, 2, 7, Echo, codec.Text),
-		startBackend(t, p, 3, 7, Echo, codec.Binary),
+	bs := []*backend.Server{
+		startBackend(t, p, 1, 7, backend.Echo, codec.Binary),
+		startBackend(t, p, 2, 7, backend.Echo, codec.Text),
+		startBackend(t, p, 3, 7, backend.Echo, codec.Binary),
 	}
 	// Several clients (spread over both loops) share the policy's counter.
 	var wg sync.WaitGroup
@@ -78,7 +79,7 @@ func TestIsolationUnderLoad(t *testing.T) {
 	policyOf := map[int64]int64{}
 	for id := int64(1); id <= 6; id++ {
 		policy := 10 + (id-1)/2
-		startBackend(t, p, id, policy, Echo, codec.Binary)
+		startBackend(t, p, id, policy, backend.Echo, codec.Binary)
 		policyOf[id] = policy
 	}
 	var wg sync.WaitGroup
@@ -271,7 +272,7 @@ func TestLeaseAndReregistration(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	p := startProxy(t, Config{MaxFrame: 1024})
-	startBackend(t, p, 1, 7, Echo, codec.Binary)
+	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
 	t.Run("bad request keeps binary connection", func(t *testing.T) {
 		c := dial(t, p, codec.Binary)
 		for _, body := range []string{`{"type":0,"srcid":5,`, `[1]`, `{"type":0,"srcid":5,"privPoliId":7,"payloadsize":2,"payload":"x"}`, `{"type":2}`} {
@@ -353,7 +354,7 @@ func TestInflightCapWithStalledBackend(t *testing.T) {
 // pass MaxConnBuffer; the proxy's memory for it stays bounded.
 func TestSlowReaderIsClosed(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1, MaxFrame: 64 << 10, MaxConnBuffer: 256 << 10})
-	startBackend(t, p, 1, 7, Echo, codec.Binary)
+	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
 	nc, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -550,7 +551,7 @@ func onLoops(t testing.TB, p *Proxy, f func(*loop)) {
 func TestChunksMixedSizesAndFailure(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1})
 	newFakeBackend(t, p, 1, 7, func(n int, s string) (string, bool) { return s, n != 40 })
-	startBackend(t, p, 2, 7, Echo, codec.Text)
+	startBackend(t, p, 2, 7, backend.Echo, codec.Text)
 	const clients, each = 4, 60
 	rng := rand.New(rand.NewPCG(1, 2))
 	payloads := make([][]string, clients)

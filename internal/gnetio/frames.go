@@ -1,7 +1,6 @@
-package server
+package gnetio
 
 import (
-	"encoding/binary"
 	"errors"
 
 	"github.com/panjf2000/gnet/v2"
@@ -9,7 +8,9 @@ import (
 	"github.com/prism-proxy/prism/codec"
 )
 
-// frames cuts the messages out of what a gnet connection has read.
+// Frames cuts the messages out of what a gnet connection has read. A Frames
+// lives for one OnTraffic (or one pass over the connection on its loop) and
+// is not safe from other goroutines, like the gnet.Conn it reads.
 //
 // Binary frames are peeked one at a time. gnet keeps the bytes a callback
 // leaves unread in a ring buffer, and a Peek that spans that ring and the
@@ -21,18 +22,20 @@ import (
 //
 // Text frames are scanned over everything gnet holds, peeked once.
 //
-// Use: for body, err := f.next(); err == nil; body, err = f.next() { ...;
-// f.consume() }, then f.done(). body is valid until consume.
-type frames struct {
+// Use: for body, err := f.Next(); err == nil; body, err = f.Next() { ...;
+// f.Consume() }, then f.Done(). body is valid until Consume.
+type Frames struct {
 	gc    gnet.Conn
 	split *codec.Splitter
 	buf   []byte // text: what was peeked
 	off   int    // text: bytes of buf consumed
-	n     int    // size of the frame next returned, header included
+	n     int    // size of the frame Next returned, header included
 }
 
-func newFrames(gc gnet.Conn, split *codec.Splitter) frames {
-	f := frames{gc: gc, split: split}
+// NewFrames starts reading gc's buffered bytes with split, the connection's
+// splitter (its framing is detected from the first byte when unknown).
+func NewFrames(gc gnet.Conn, split *codec.Splitter) Frames {
+	f := Frames{gc: gc, split: split}
 	if split.Framing == codec.Unknown {
 		if b, err := gc.Peek(1); err == nil {
 			split.Framing = codec.Detect(b[0])
@@ -44,9 +47,9 @@ func newFrames(gc gnet.Conn, split *codec.Splitter) frames {
 	return f
 }
 
-// next returns the next message body, codec.ErrIncomplete when no whole
+// Next returns the next message body, codec.ErrIncomplete when no whole
 // message is left, or the error that makes the stream unusable.
-func (f *frames) next() ([]byte, error) {
+func (f *Frames) Next() ([]byte, error) {
 	switch f.split.Framing {
 	case codec.Unknown:
 		return nil, codec.ErrIncomplete
@@ -59,15 +62,11 @@ func (f *frames) next() ([]byte, error) {
 	if err != nil {
 		return nil, codec.ErrIncomplete
 	}
-	max := f.split.Max
-	if max <= 0 {
-		max = codec.DefaultMaxFrame
+	size, err := codec.ParseHeader(hdr, f.split.Max)
+	if err != nil {
+		return nil, err
 	}
-	size := binary.BigEndian.Uint32(hdr)
-	if uint64(size) > uint64(max) {
-		return nil, codec.ErrTooLarge
-	}
-	f.n = codec.HeaderLen + int(size)
+	f.n = codec.HeaderLen + size
 	frame, err := f.gc.Peek(f.n)
 	if err != nil {
 		return nil, codec.ErrIncomplete
@@ -75,8 +74,8 @@ func (f *frames) next() ([]byte, error) {
 	return frame[codec.HeaderLen:], nil
 }
 
-// consume drops the message next returned.
-func (f *frames) consume() {
+// Consume drops the message Next returned.
+func (f *Frames) Consume() {
 	if f.split.Framing == codec.Text {
 		f.off += f.n
 		return
@@ -84,13 +83,13 @@ func (f *frames) consume() {
 	f.gc.Discard(f.n)
 }
 
-// done drops what was consumed; the connection keeps the rest.
-func (f *frames) done() {
+// Done drops what was consumed; the connection keeps the rest.
+func (f *Frames) Done() {
 	if f.split.Framing == codec.Text && f.off > 0 {
 		f.gc.Discard(f.off)
 		f.off = 0
 	}
 }
 
-// incomplete reports whether err only means "read more".
-func incomplete(err error) bool { return errors.Is(err, codec.ErrIncomplete) }
+// Incomplete reports whether err only means "read more".
+func Incomplete(err error) bool { return errors.Is(err, codec.ErrIncomplete) }

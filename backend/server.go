@@ -1,10 +1,9 @@
-package server
+package backend
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -16,114 +15,70 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
-	"golang.org/x/sys/unix"
 
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/gnetio"
 )
 
-// Mode is how a backend server answers.
-type Mode uint8
-
-const (
-	// Echo answers with the request's payload.
-	Echo Mode = iota
-	// Upper answers with the payload upper-cased.
-	Upper
+var (
+	// ErrStarted is returned by Start on a server already started.
+	ErrStarted = errors.New("backend: server already started")
+	// ErrClosed is returned by Start on a server that was shut down.
+	ErrClosed = errors.New("backend: server closed")
 )
 
-// ParseMode parses "echo" or "upper".
-func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "echo", "":
-		return Echo, nil
-	case "upper":
-		return Upper, nil
-	}
-	return Echo, fmt.Errorf("server: unknown mode %q (want echo or upper)", s)
-}
-
-// BackendConfig configures a BackendServer. Zero values take the defaults
-// given per field.
-type BackendConfig struct {
-	// ID is the server id announced in setups and carried in replies.
-	ID int64
-	// Policy is the privacy policy the server serves.
-	Policy int64
-	// Listen is the data address. Default "127.0.0.1:0" (a free port).
-	Listen string
-	// Proxies are the proxies to register with; empty serves the data port only.
-	Proxies []string
-	// Mode of answering. Zero: Echo.
-	Mode Mode
-	// Token is sent in setups when not empty.
-	Token string
-	// Framing of the setups, which the proxy then uses on data connections.
-	// Zero: codec.Binary.
-	Framing codec.Framing
-	// Loops is the number of event loops. Zero: 1.
-	Loops int
-	// MaxFrame bounds a request's size. Zero: codec.DefaultMaxFrame.
-	MaxFrame int
-	// Retry is the longest wait between attempts to (re)register. Zero: 2s.
-	Retry time.Duration
-	// Logger receives the server's log. Nil: slog.Default().
-	Logger *slog.Logger
-}
-
-// BackendServer is a server of the pool: a gnet engine answering requests on
-// its data port, in order per connection, and a lease per proxy that keeps
-// it registered (re-registering when a lease drops). Methods are safe from
-// any goroutine.
-type BackendServer struct {
-	gnet.BuiltinEventEngine
-	cfg    BackendConfig
+// Server is a server of the pool: a gnet engine answering requests on its
+// data port, in order per connection, and a lease per proxy that keeps it
+// registered (re-registering when a lease drops). Methods are safe from any
+// goroutine.
+type Server struct {
+	cfg    Config
 	engine gnet.Engine
 	port   int
 	booted chan struct{}
-	done   chan struct{}
+	done   chan struct{} // closed when the engine returned
 	runErr error
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context // ends at Shutdown: the leases drop
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the leases
+	stopOnce sync.Once
 
-	mu    sync.Mutex
-	acked map[string]bool
-	ackCh chan struct{} // closed and replaced on each ack change
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	acked   map[string]bool
+	ackCh   chan struct{} // closed and replaced on each ack change
 
 	served atomic.Uint64
 }
 
-// NewBackendServer returns a backend server; Start runs it.
-func NewBackendServer(cfg BackendConfig) (*BackendServer, error) {
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.Framing == codec.Unknown {
-		cfg.Framing = codec.Binary
-	}
-	if cfg.Loops <= 0 {
-		cfg.Loops = 1
-	}
-	if cfg.MaxFrame <= 0 {
-		cfg.MaxFrame = codec.DefaultMaxFrame
-	}
-	if cfg.Retry <= 0 {
-		cfg.Retry = 2 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+// New returns a backend server with cfg's defaults resolved; Start runs it.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.resolve()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &BackendServer{
+	return &Server{
 		cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel, acked: map[string]bool{}, ackCh: make(chan struct{}),
 	}, nil
 }
 
-// Start listens and starts registering with the proxies.
-func (s *BackendServer) Start() error {
+// Start listens and starts registering with the proxies. It returns once the
+// server listens, or with the error that stopped it; ErrStarted when called
+// again, ErrClosed after Shutdown or Close.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.started:
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.started = true
+	s.mu.Unlock()
 	go s.serve()
 	select {
 	case <-s.booted:
@@ -133,6 +88,11 @@ func (s *BackendServer) Start() error {
 		}
 		return s.runErr
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed { // shut down while booting: the engine is being stopped
+		return ErrClosed
+	}
 	for _, addr := range s.cfg.Proxies {
 		s.wg.Add(1)
 		go s.holdLease(addr)
@@ -140,31 +100,31 @@ func (s *BackendServer) Start() error {
 	return nil
 }
 
-func (s *BackendServer) serve() {
+func (s *Server) serve() {
 	defer close(s.done)
-	s.runErr = gnet.Run(s, "tcp://"+s.cfg.Listen,
+	s.runErr = gnet.Run(&events{s: s}, "tcp://"+s.cfg.Listen,
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+		gnet.WithLogger(gnetio.Logger(s.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
 }
 
-// Port is the data port the server listens on.
-func (s *BackendServer) Port() int { return s.port }
+// Port is the data port the server listens on, once Start returned.
+func (s *Server) Port() int { return s.port }
 
 // Served counts the requests answered.
-func (s *BackendServer) Served() uint64 { return s.served.Load() }
+func (s *Server) Served() uint64 { return s.served.Load() }
 
 // ID returns the server id.
-func (s *BackendServer) ID() int64 { return s.cfg.ID }
+func (s *Server) ID() int64 { return s.cfg.ID }
 
 // Policy returns the policy served.
-func (s *BackendServer) Policy() int64 { return s.cfg.Policy }
+func (s *Server) Policy() int64 { return s.cfg.Policy }
 
 // WaitRegistered blocks until every proxy acknowledged the setup.
-func (s *BackendServer) WaitRegistered(ctx context.Context) error {
+func (s *Server) WaitRegistered(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch := s.ackCh
@@ -184,7 +144,7 @@ func (s *BackendServer) WaitRegistered(ctx context.Context) error {
 	}
 }
 
-func (s *BackendServer) setAcked(addr string, ok bool) {
+func (s *Server) setAcked(addr string, ok bool) {
 	s.mu.Lock()
 	s.acked[addr] = ok
 	close(s.ackCh)
@@ -192,23 +152,46 @@ func (s *BackendServer) setAcked(addr string, ok bool) {
 	s.mu.Unlock()
 }
 
-// Close drops the leases (the proxies take the server out of rotation at
-// once) and stops the engine.
-func (s *BackendServer) Close() error {
+// Shutdown drops the leases (the proxies take the server out of rotation at
+// once) and then stops the engine, closing the data connections. It returns
+// once the engine stopped, or with ctx's error when ctx ends first; the
+// server stops all the same. On a server never started it returns at once,
+// and Start then fails. It may be called more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	started := s.started
+	s.mu.Unlock()
 	s.cancel()
+	if !started {
+		return nil
+	}
+	s.stopOnce.Do(func() { go s.stop() })
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close is Shutdown without a deadline.
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
+// stop waits for the leases to drop and the engine to boot, then stops it.
+func (s *Server) stop() {
 	s.wg.Wait()
 	select {
 	case <-s.booted:
 	case <-s.done:
-		return nil
+		return
 	}
-	stopEngine(s.engine, s.done)
-	return nil
+	gnetio.Stop(context.Background(), s.engine, s.done)
 }
 
 // holdLease registers with one proxy and keeps the lease open, registering
 // again with backoff when it drops.
-func (s *BackendServer) holdLease(addr string) {
+func (s *Server) holdLease(addr string) {
 	defer s.wg.Done()
 	wait := 50 * time.Millisecond
 	for s.ctx.Err() == nil {
@@ -227,9 +210,9 @@ func (s *BackendServer) holdLease(addr string) {
 	}
 }
 
-var errRefused = errors.New("server: setup refused")
+var errRefused = errors.New("backend: setup refused")
 
-func (s *BackendServer) lease(addr string) error {
+func (s *Server) lease(addr string) error {
 	d := net.Dialer{Timeout: 2 * time.Second}
 	nc, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
@@ -261,19 +244,18 @@ func (s *BackendServer) lease(addr string) error {
 	}
 }
 
-// OnBoot learns the bound port.
-func (s *BackendServer) OnBoot(eng gnet.Engine) gnet.Action {
+// events are the gnet callbacks of a Server's engine, kept off its API.
+type events struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+// OnBoot learns the bound port and releases Start.
+func (e *events) OnBoot(eng gnet.Engine) gnet.Action {
+	s := e.s
 	s.engine = eng
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				s.port = a.Port
-			case *unix.SockaddrInet6:
-				s.port = a.Port
-			}
-		}
-		unix.Close(fd)
+	if a := gnetio.Addr(eng); a != nil {
+		s.port = a.Port
 	}
 	if s.port == 0 {
 		_, p, _ := net.SplitHostPort(s.cfg.Listen)
@@ -293,7 +275,8 @@ type backendConn struct {
 }
 
 // OnOpen sets up a data connection.
-func (s *BackendServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s := e.s
 	bc := &backendConn{}
 	bc.split.Max = s.cfg.MaxFrame
 	c.SetContext(bc)
@@ -301,21 +284,23 @@ func (s *BackendServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnTraffic answers every complete request, in order, in one write.
-func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
+func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
+	s := e.s
 	bc := c.Context().(*backendConn)
-	f := newFrames(c, &bc.split)
+	f := gnetio.NewFrames(c, &bc.split)
 	bc.out = bc.out[:0]
 	var served uint64
 	action := gnet.None
 	for {
-		body, err := f.next()
-		if incomplete(err) {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
 			break
 		}
-		if err != nil {
+		if err != nil { // the stream cannot be cut: answer why, then close
+			code, text := codec.ErrorAnswer(err, bc.split.Max)
 			start := len(bc.out)
 			bc.out = codec.BeginFrame(bc.out, bc.split.Framing)
-			bc.out = codec.AppendError(bc.out, 0, codec.CodeTooLarge, err.Error())
+			bc.out = codec.AppendError(bc.out, 0, code, text)
 			bc.out = codec.EndFrame(bc.out, bc.split.Framing, start)
 			action = gnet.Close
 			c.Discard(-1)
@@ -326,9 +311,9 @@ func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 		bc.out = codec.BeginFrame(bc.out, bc.split.Framing)
 		bc.out = s.answer(bc, body)
 		bc.out = codec.EndFrame(bc.out, bc.split.Framing, start)
-		f.consume()
+		f.Consume()
 	}
-	f.done()
+	f.Done()
 	if len(bc.out) > 0 {
 		c.Write(bc.out)
 	}
@@ -341,10 +326,11 @@ func (s *BackendServer) OnTraffic(c gnet.Conn) gnet.Action {
 
 // answer appends the reply to one request, or an error when it is invalid
 // (a backend answers every request, or the proxy's matching would slip).
-func (s *BackendServer) answer(bc *backendConn, body []byte) []byte {
+func (s *Server) answer(bc *backendConn, body []byte) []byte {
 	m := &bc.msg
 	if _, err := bc.dec.DecodeRequest(body, m); err != nil {
-		return codec.AppendError(bc.out, m.SrcID, codec.CodeBadRequest, err.Error())
+		code, text := codec.ErrorAnswer(err, s.cfg.MaxFrame)
+		return codec.AppendError(bc.out, m.SrcID, code, text)
 	}
 	payload := m.Payload
 	if s.cfg.Mode == Upper {

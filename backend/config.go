@@ -1,0 +1,219 @@
+package backend
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prism-proxy/prism/codec"
+)
+
+// The defaults, in one place: New resolves zero fields to them and
+// RegisterFlags shows them.
+const (
+	defaultListen = "127.0.0.1:0"
+	defaultLoops  = 1
+	defaultRetry  = 2 * time.Second
+	// The command's own defaults: a backend registers with a proxy on its
+	// default address, as server 1.
+	defaultProxy = "127.0.0.1:9000"
+	defaultID    = 1
+)
+
+// Mode is how a backend server answers.
+type Mode uint8
+
+const (
+	// Echo answers with the request's payload.
+	Echo Mode = iota
+	// Upper answers with the payload upper-cased.
+	Upper
+)
+
+// ParseMode parses "echo" (or "") or "upper".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "echo", "":
+		return Echo, nil
+	case "upper":
+		return Upper, nil
+	}
+	return Echo, fmt.Errorf("backend: unknown mode %q (want echo or upper)", s)
+}
+
+// String returns "echo" or "upper", as ParseMode takes them.
+func (m Mode) String() string {
+	if m == Upper {
+		return "upper"
+	}
+	return "echo"
+}
+
+// Config configures a Server. Zero values take the defaults given per field.
+type Config struct {
+	// ID is the server id announced in setups and carried in replies.
+	ID int64
+	// Policy is the privacy policy the server serves.
+	Policy int64
+	// Listen is the data address. Default "127.0.0.1:0" (a free port).
+	Listen string
+	// Proxies are the proxies to register with; empty serves the data port only.
+	Proxies []string
+	// Mode of answering. Zero: Echo.
+	Mode Mode
+	// Token is sent in setups when not empty.
+	Token string
+	// Framing of the setups, which the proxy then uses on data connections.
+	// Zero: codec.Binary.
+	Framing codec.Framing
+	// Loops is the number of event loops. Zero or negative: 1.
+	Loops int
+	// MaxFrame bounds a request's size. Zero or negative: codec.DefaultMaxFrame.
+	MaxFrame int
+	// Retry is the longest wait between attempts to (re)register. Zero or
+	// negative: 2s.
+	Retry time.Duration
+	// Logger receives the server's log. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// resolve returns c with the defaults in place of zero values.
+func (c Config) resolve() Config {
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if c.Framing == codec.Unknown {
+		c.Framing = codec.Binary
+	}
+	if c.Loops <= 0 {
+		c.Loops = defaultLoops
+	}
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = codec.DefaultMaxFrame
+	}
+	if c.Retry <= 0 {
+		c.Retry = defaultRetry
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// RegisterFlags defines the backend command's flags on fs, each setting a
+// field of c when parsed: -proxy (comma-separated; empty: serve only), -id,
+// -policy, -host and -port (together Listen), -mode, -token, -text (the text
+// framing) and -loops. The flags' defaults are c's fields, with zero fields
+// resolved as New would, except that an ID of zero becomes 1 and nil Proxies
+// become the proxy's default address, 127.0.0.1:9000. Call it before
+// fs.Parse; c must outlive the parse.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	*c = c.resolve()
+	if c.ID == 0 {
+		c.ID = defaultID
+	}
+	if c.Proxies == nil {
+		c.Proxies = []string{defaultProxy}
+	}
+	fs.Var(listFlag{&c.Proxies}, "proxy", "comma-separated proxy `addresses` to register with; empty: serve only")
+	fs.Int64Var(&c.ID, "id", c.ID, "server id")
+	fs.Int64Var(&c.Policy, "policy", c.Policy, "privacy policy served")
+	fs.Var(portFlag{&c.Listen}, "port", "data `port`; 0: a free one")
+	fs.Var(hostFlag{&c.Listen}, "host", "data `address` to listen on")
+	fs.Var(modeFlag{&c.Mode}, "mode", "answer `mode`: echo, or upper (payload upper-cased)")
+	fs.StringVar(&c.Token, "token", c.Token, "registration token")
+	fs.BoolFunc("text", "register with the text framing (the proxy then speaks text to this backend)",
+		func(s string) error {
+			text, err := strconv.ParseBool(s)
+			c.Framing = codec.Binary
+			if text {
+				c.Framing = codec.Text
+			}
+			return err
+		})
+	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops")
+}
+
+// listFlag is a comma-separated list; blanks are dropped.
+type listFlag struct{ p *[]string }
+
+func (f listFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strings.Join(*f.p, ",")
+}
+
+func (f listFlag) Set(s string) error {
+	var list []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			list = append(list, a)
+		}
+	}
+	*f.p = list
+	return nil
+}
+
+// hostFlag and portFlag set the two halves of a listen address.
+type (
+	hostFlag struct{ listen *string }
+	portFlag struct{ listen *string }
+)
+
+func splitListen(listen *string) (host, port string) {
+	if listen == nil {
+		return "", ""
+	}
+	host, port, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return *listen, ""
+	}
+	return host, port
+}
+
+func (f hostFlag) String() string { h, _ := splitListen(f.listen); return h }
+
+func (f hostFlag) Set(s string) error {
+	_, port := splitListen(f.listen)
+	*f.listen = net.JoinHostPort(s, port)
+	return nil
+}
+
+func (f portFlag) String() string {
+	if _, p := splitListen(f.listen); p != "" {
+		return p
+	}
+	return "0"
+}
+
+func (f portFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("backend: port %q is not 0..65535", s)
+	}
+	host, _ := splitListen(f.listen)
+	*f.listen = net.JoinHostPort(host, strconv.Itoa(n))
+	return nil
+}
+
+type modeFlag struct{ p *Mode }
+
+func (f modeFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return f.p.String()
+}
+
+func (f modeFlag) Set(s string) error {
+	m, err := ParseMode(s)
+	if err == nil {
+		*f.p = m
+	}
+	return err
+}

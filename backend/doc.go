@@ -1,0 +1,21 @@
+// Package backend is Prism's backend server: a program of its own, with its
+// own gnet engine, that answers requests on a data port and keeps itself
+// registered with one or more proxies.
+//
+// It owns the data port (each connection's requests answered in order, in
+// the framing the connection speaks, each invalid one with a protocol error)
+// and the leases: one registration connection per proxy, opened with a setup
+// and held open, registered again with backoff when it drops. It does not
+// route, balance or retry; that is the proxy's job (package server). Its
+// answers are an echo of the payload or the payload upper-cased, enough for
+// tests, demos and benchmarks.
+//
+//	cfg := backend.Config{ID: 1, Policy: 7, Proxies: []string{"127.0.0.1:9000"}}
+//	b, err := backend.New(cfg)
+//	if err != nil { ... }
+//	if err := b.Start(); err != nil { ... }
+//	defer b.Close()
+//	err = b.WaitRegistered(ctx)
+//
+// A command registers the flags of the Config with Config.RegisterFlags.
+package backend
