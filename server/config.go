@@ -1,16 +1,20 @@
 package server
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/prism-proxy/prism/codec"
 )
 
 // Config configures a Proxy. Zero values take the defaults given per field;
-// resolve fills them in one place.
+// resolve fills them in, from the constants below, and RegisterFlags shows
+// the same ones as flag defaults.
 type Config struct {
 	// Listen is the address for clients and backend registrations.
 	// Default "127.0.0.1:9000"; port 0 picks a free port (see Proxy.Addr).
@@ -73,22 +77,73 @@ type Config struct {
 // NoRetries is the Config.Retries value for at-most-once delivery.
 const NoRetries = -1
 
+// The defaults of Config's fields.
+const (
+	defaultListen             = "127.0.0.1:9000"
+	defaultTimeout            = 5 * time.Second
+	defaultRetries            = 1
+	defaultDialTimeout        = 2 * time.Second
+	defaultDownFor            = time.Second
+	defaultMaxClientInflight  = 1024
+	defaultMaxBackendInflight = 16384
+	defaultMaxConnBuffer      = 4 << 20
+)
+
+// RegisterFlags defines the proxy's command-line flags on fs, bound to c's
+// fields and with the defaults resolve would give them: -listen, -loops,
+// -timeout, -retries, -max-frame, -register-token and -max-inflight. It sets
+// those fields to their defaults; parsing fs then sets the ones given. The
+// -retries flag counts plainly: 0 there is NoRetries in c.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", defaultListen, "`address` for clients and backend registrations")
+	fs.IntVar(&c.Loops, "loops", 0, "event loops; 0: one per CPU")
+	fs.DurationVar(&c.Timeout, "timeout", defaultTimeout, "request timeout")
+	c.Retries = defaultRetries
+	fs.Var((*retriesFlag)(&c.Retries), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
+	fs.IntVar(&c.MaxFrame, "max-frame", codec.DefaultMaxFrame, "largest message in `bytes`")
+	fs.StringVar(&c.RegisterToken, "register-token", "", "when set, setups must carry this token")
+	fs.IntVar(&c.MaxClientInflight, "max-inflight", defaultMaxClientInflight, "requests in flight per client connection before the proxy stops reading it")
+}
+
+// retriesFlag is Config.Retries as the -retries flag: a plain count, whose 0
+// is NoRetries.
+type retriesFlag int
+
+func (r *retriesFlag) String() string {
+	if r == nil || *r < 0 {
+		return "0"
+	}
+	return strconv.Itoa(int(*r))
+}
+
+func (r *retriesFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("parse error")
+	case n <= 0:
+		n = NoRetries
+	}
+	*r = retriesFlag(n)
+	return nil
+}
+
 func (c Config) resolve() (Config, error) {
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:9000"
+		c.Listen = defaultListen
 	}
 	if c.Loops <= 0 {
 		c.Loops = runtime.NumCPU()
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 5 * time.Second
+		c.Timeout = defaultTimeout
 	}
 	if c.Timeout < 0 {
 		return c, fmt.Errorf("server: negative timeout %v", c.Timeout)
 	}
 	switch {
 	case c.Retries == 0:
-		c.Retries = 1
+		c.Retries = defaultRetries
 	case c.Retries < 0:
 		c.Retries = 0
 	}
@@ -96,19 +151,19 @@ func (c Config) resolve() (Config, error) {
 		c.MaxFrame = codec.DefaultMaxFrame
 	}
 	if c.DialTimeout <= 0 {
-		c.DialTimeout = 2 * time.Second
+		c.DialTimeout = defaultDialTimeout
 	}
 	if c.DownFor <= 0 {
-		c.DownFor = time.Second
+		c.DownFor = defaultDownFor
 	}
 	if c.MaxClientInflight <= 0 {
-		c.MaxClientInflight = 1024
+		c.MaxClientInflight = defaultMaxClientInflight
 	}
 	if c.MaxBackendInflight <= 0 {
-		c.MaxBackendInflight = 16384
+		c.MaxBackendInflight = defaultMaxBackendInflight
 	}
 	if c.MaxConnBuffer <= 0 {
-		c.MaxConnBuffer = 4 << 20
+		c.MaxConnBuffer = defaultMaxConnBuffer
 	}
 	if c.MaxConnBuffer < 2*c.MaxFrame+codec.HeaderLen {
 		c.MaxConnBuffer = 2*c.MaxFrame + codec.HeaderLen

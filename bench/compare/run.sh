@@ -111,6 +111,7 @@ NOFILE=$(ulimit -n)
 
 rm -rf "$OUT/cases" "$OUT/mem" "$LOGS" "$OUT/notes.txt" "$OUT/tmp"
 mkdir -p "$BIN" "$OUT/cases" "$OUT/mem" "$LOGS" "$OUT/tmp"
+BIN=$(cd "$BIN" && pwd)
 : >"$OUT/notes.txt"
 log "building"
 if [[ -n ${PRISM_BIN:-} ]]; then
@@ -121,8 +122,11 @@ else
 	PRISM=$BIN/prism
 fi
 go build -o "$BIN/naiveproxy" ./bench/naiveproxy
-go build -o "$BIN/harness" ./bench/compare/harness
-go build -o "$BIN/report" ./bench/compare/report
+# The harness and the report are a module of their own (bench/compare/go.mod),
+# so the proxy's module does not carry the plotting dependencies; -o is
+# absolute because go -C runs in bench/compare.
+go -C bench/compare build -o "$BIN/harness" ./harness
+go -C bench/compare build -o "$BIN/report" ./report
 HARNESS=$BIN/harness
 
 usage_text=$("$PRISM" -h 2>&1 || true)

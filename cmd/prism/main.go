@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sort"
@@ -23,34 +24,39 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// run runs the command line args and returns the exit status. Asked-for help
+// (help, -h) goes to standard output with status 0; a usage error's message
+// and usage go to standard error with status 2.
 func run(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
-		usage()
-		if len(args) == 0 {
-			return 2
-		}
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		usage(os.Stdout)
 		return 0
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "prism: unknown command %q\n", args[0])
-		usage()
+		usage(os.Stderr)
 		return 2
 	}
 	return cmd.run(args[1:])
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: prism <command> [flags]\n\ncommands:")
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: prism <command> [flags]\n\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(os.Stderr, "\nrun 'prism <command> -h' for a command's flags")
+	fmt.Fprintln(w, "\nrun 'prism <command> -h' for a command's flags")
 }
 
 // raiseProcs gives the Go runtime enough Ps for n event loops. A gnet loop

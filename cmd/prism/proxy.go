@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,44 +24,53 @@ func init() {
 	commands["proxy"] = command{"run the proxy", runProxy}
 }
 
-func runProxy(args []string) int {
+// proxyArgs is what the proxy command's flags say: the server.Config and the
+// command's own settings.
+type proxyArgs struct {
+	cfg     server.Config
+	admin   string
+	drain   time.Duration
+	verbose bool
+}
+
+// parseProxyArgs reads the proxy command's flags into a proxyArgs; done
+// reports that the command should return code (0 after -h, 2 after a usage
+// error). The Config has Listen and Loops filled in and no Logger.
+func parseProxyArgs(args []string) (pa proxyArgs, code int, done bool) {
 	fs := flag.NewFlagSet("prism proxy", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:9000", "`address` for clients and backend registrations")
+	pa.cfg.RegisterFlags(fs)
 	port := fs.Int("port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
-	admin := fs.String("admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /backends); empty: off")
-	loops := fs.Int("loops", 0, "event loops; 0: one per CPU")
-	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
-	retries := fs.Int("retries", 1, "other backends of the same policy a failed request may be retried on; 0: at most once")
-	maxFrame := fs.Int("max-frame", 1<<20, "largest message in `bytes`")
-	token := fs.String("register-token", "", "when set, setups must carry this token")
-	maxInflight := fs.Int("max-inflight", 1024, "requests in flight per client connection before the proxy stops reading it")
-	drain := fs.Duration("drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight")
-	verbose := fs.Bool("v", false, "log every registration change and debug detail")
+	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /backends); empty: off")
+	fs.DurationVar(&pa.drain, "drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight")
+	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail")
 	if code, done := parseFlags(fs, args); done {
-		return code
+		return pa, code, true
 	}
 	if fs.NArg() > 0 {
-		return usageError(fs, "unexpected arguments: %v", fs.Args())
+		return pa, usageError(fs, "unexpected arguments: %v", fs.Args()), true
 	}
 	if *port != 0 {
-		*listen = net.JoinHostPort("localhost", strconv.Itoa(*port))
+		pa.cfg.Listen = net.JoinHostPort("localhost", strconv.Itoa(*port))
 	}
-	if *retries == 0 {
-		*retries = server.NoRetries
+	if pa.cfg.Loops <= 0 {
+		pa.cfg.Loops = runtime.NumCPU()
+	}
+	return pa, 0, false
+}
+
+func runProxy(args []string) int {
+	pa, code, done := parseProxyArgs(args)
+	if done {
+		return code
 	}
 	level := slog.LevelInfo
-	if *verbose {
+	if pa.verbose {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if *loops <= 0 {
-		*loops = runtime.NumCPU()
-	}
-	raiseProcs(*loops)
-	p, err := server.New(server.Config{
-		Listen: *listen, Loops: *loops, Timeout: *timeout, Retries: *retries,
-		MaxFrame: *maxFrame, RegisterToken: *token, MaxClientInflight: *maxInflight, Logger: logger,
-	})
+	pa.cfg.Logger = logger
+	raiseProcs(pa.cfg.Loops)
+	p, err := server.New(pa.cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "prism proxy:", err)
 		return 2
@@ -69,16 +80,20 @@ func runProxy(args []string) int {
 		return 1
 	}
 	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops)
-	if *admin != "" {
-		ln, err := net.Listen("tcp", *admin)
+	var admin *http.Server
+	if pa.admin != "" {
+		ln, err := net.Listen("tcp", pa.admin)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "prism proxy: admin:", err)
 			p.Shutdown(context.Background())
 			return 1
 		}
 		logger.Info("admin listening", "addr", ln.Addr().String())
-		go http.Serve(ln, p.AdminHandler())
+		admin = newAdminServer(p.AdminHandler(), logger)
+		go serveAdmin(admin, ln, logger)
 	}
+	// The admin endpoint stays up through the drain, to watch it.
+	defer shutdownAdmin(admin, logger)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
@@ -87,7 +102,7 @@ func runProxy(args []string) int {
 	case <-p.Done():
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *drain)
+	ctx, cancel := context.WithTimeout(context.Background(), pa.drain)
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		logger.Error("shutdown", "err", err)
@@ -96,16 +111,57 @@ func runProxy(args []string) int {
 	return 0
 }
 
+// newAdminServer is the admin endpoint's HTTP server. Its timeouts keep a
+// slow or idle client from holding a connection: the endpoint's answers are
+// small and quick, so 30s to write one is generous.
+func newAdminServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+}
+
+// serveAdmin serves the admin endpoint on ln until srv is shut down.
+func serveAdmin(srv *http.Server, ln net.Listener, logger *slog.Logger) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("admin", "err", err)
+	}
+}
+
+// shutdownAdmin stops srv (nil: none), letting requests in progress finish
+// for a few seconds.
+func shutdownAdmin(srv *http.Server, logger *slog.Logger) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		logger.Warn("admin shutdown", "err", err)
+	}
+}
+
 // parseFlags parses args; done reports that the command should return code
-// (0 after -h, 2 after a bad flag).
+// (0 after -h, 2 after a bad flag). Asked-for help goes to standard output,
+// a bad flag's message and usage to fs's output (standard error by default).
 func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
 	err := fs.Parse(args)
+	fs.SetOutput(out)
 	switch {
 	case err == nil:
 		return 0, false
 	case errors.Is(err, flag.ErrHelp):
+		io.Copy(os.Stdout, &buf)
 		return 0, true
 	}
+	io.Copy(out, &buf)
 	return 2, true
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prism-proxy/prism/bench/compare/results"
@@ -74,18 +75,10 @@ func TestCase(t *testing.T) {
 	}
 	out := filepath.Join(dir, "case.json")
 	// Burn a little CPU in this process so the window has some.
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-		}
-	}()
+	var stop atomic.Bool
+	go burnCPU(&stop)
 	err := caseCmd([]string{"-proxy", "prism", "-out", out, "-pids", strconv.Itoa(os.Getpid()), "-warmup", "100ms", "--", script})
-	close(stop)
+	stop.Store(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,5 +99,11 @@ func TestCase(t *testing.T) {
 	}
 	if err := caseCmd([]string{"-out", out, "--", script}); err == nil {
 		t.Fatal("other schema accepted")
+	}
+}
+
+// burnCPU spins until stop is set.
+func burnCPU(stop *atomic.Bool) {
+	for !stop.Load() {
 	}
 }

@@ -4,7 +4,7 @@
 // with idle connections) and three charts (throughput by case, latency
 // percentiles by proxy, latency against offered rate). It measures nothing.
 //
-//	go run ./bench/compare/report -in bench/out/results.json -out bench/out -copy bench/results
+//	cd bench/compare && go run ./report -in ../out/results.json -out ../out -copy ../results
 package main
 
 import (
