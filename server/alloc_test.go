@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/codec"
 )
 
@@ -31,7 +32,7 @@ func TestForwardingAllocates(t *testing.T) {
 		t.Skip("short")
 	}
 	p := startProxy(t, Config{Loops: 1})
-	startBackend(t, p, 1, 7, Echo, codec.Binary)
+	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
 
 	nc, err := net.Dial("tcp", p.Addr())
 	if err != nil {

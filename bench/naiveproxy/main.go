@@ -46,7 +46,5 @@ func main() {
 		os.Exit(2)
 	}
 	s := &Server{Timeout: *timeout, Retries: *retries, MaxFrame: *maxFrame}
-	if err := s.ListenAndServe(*listen); err != nil {
-		log.Fatal(err)
-	}
+	log.Fatal(s.ListenAndServe(*listen)) // it returns only on failure
 }
