@@ -43,7 +43,7 @@ func TestChunksModel(t *testing.T) {
 func chunksModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	p := &proxy{registry: pool.NewRegistry()}
-	p.cfg = Config{Retries: 3, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
+	p.cfg = Config{Retries: 3, RetryBudget: -1, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
 	p.lim = newLimits(&p.cfg)
 	p.metrics = newMetrics(p)
 	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}

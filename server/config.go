@@ -70,6 +70,12 @@ type Config struct {
 	// flight but gave no reply for this long, and retries those requests
 	// elsewhere. Zero: the smaller of 1s and Timeout/2; negative: off.
 	StallTimeout time.Duration
+	// RetryBudget caps retries at this percentage of the requests each loop
+	// read recently (plus a floor of minRetriesPerSecond per loop), so that
+	// retries cannot multiply the load during an outage: a request whose
+	// retry the budget refuses is answered backend_unavailable. Zero: 20;
+	// negative: no budget (only Retries bounds them).
+	RetryBudget int
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -87,6 +93,11 @@ const (
 	defaultMaxClientInflight  = 1024
 	defaultMaxBackendInflight = 16384
 	defaultMaxConnBuffer      = 4 << 20
+	defaultEjectAfter         = 5
+	defaultEjectTime          = time.Second
+	defaultEjectMaxTime       = 30 * time.Second
+	defaultMaxEjectedPercent  = 50
+	defaultRetryBudget        = 20
 )
 
 // RegisterFlags defines the proxy's command-line flags on fs, bound to c's
@@ -103,6 +114,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxFrame, "max-frame", codec.DefaultMaxFrame, "largest message in `bytes`")
 	fs.StringVar(&c.RegisterToken, "register-token", "", "when set, setups must carry this token")
 	fs.IntVar(&c.MaxClientInflight, "max-inflight", defaultMaxClientInflight, "requests in flight per client connection before the proxy stops reading it")
+	fs.IntVar(&c.EjectAfter, "eject-after", defaultEjectAfter, "failures in a row that take a backend out of rotation; negative: never (stalls still do)")
+	fs.DurationVar(&c.EjectTime, "eject-time", defaultEjectTime, "first ejection of a backend; doubles with each ejection in a row")
+	fs.DurationVar(&c.EjectMaxTime, "eject-max-time", defaultEjectMaxTime, "longest ejection")
+	fs.IntVar(&c.MaxEjectedPercent, "max-ejected-percent", defaultMaxEjectedPercent, "most of a policy's backends ejected at once, in `percent`")
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
+	fs.IntVar(&c.RetryBudget, "retry-budget", defaultRetryBudget, "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
 }
 
 // retriesFlag is Config.Retries as the -retries flag: a plain count, whose 0
@@ -170,6 +187,21 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.MaxEjectedPercent < 0 || c.MaxEjectedPercent > 100 {
 		return c, fmt.Errorf("server: MaxEjectedPercent %d is not a percentage", c.MaxEjectedPercent)
+	}
+	if c.EjectAfter == 0 {
+		c.EjectAfter = defaultEjectAfter
+	}
+	if c.EjectTime <= 0 {
+		c.EjectTime = defaultEjectTime
+	}
+	if c.EjectMaxTime <= 0 {
+		c.EjectMaxTime = defaultEjectMaxTime
+	}
+	if c.MaxEjectedPercent == 0 {
+		c.MaxEjectedPercent = defaultMaxEjectedPercent
+	}
+	if c.RetryBudget == 0 {
+		c.RetryBudget = defaultRetryBudget
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = min(time.Second, c.Timeout/2)

@@ -156,6 +156,7 @@ func (ic *inConn) message(body []byte) {
 		l.answerError(c, codec.CodeShuttingDown, "the proxy is shutting down")
 		return
 	}
+	l.earnRetries(l.lim.retryEarn)
 	l.dispatch(c, body)
 }
 

@@ -4,7 +4,13 @@ package server
 // once from the configuration so that the rules live in one place.
 type limits struct {
 	timeout int64 // Config.Timeout in loop-clock nanoseconds
-	stall   int64 // Config.StallTimeout; 0: off
+	retries int   // Config.Retries
+
+	// The retry budget, in hundredths of a retry: each request earns
+	// retryEarn (Config.RetryBudget), a retry spends retryCost; a loop
+	// banks at most retryBank, and gets retryFloor per second regardless.
+	retryEarn, retryBank, retryFloor int64
+	stall                            int64 // Config.StallTimeout; 0: off
 
 	// A client is read while it has fewer than clientInflight requests
 	// unanswered and fewer than clientOutPause bytes of answers unsent;
@@ -30,6 +36,10 @@ type limits struct {
 func newLimits(cfg *Config) limits {
 	return limits{
 		timeout:          int64(cfg.Timeout),
+		retries:          cfg.Retries,
+		retryEarn:        int64(cfg.RetryBudget),
+		retryBank:        retryCost * maxBankedRetries,
+		retryFloor:       retryCost * minRetriesPerSecond,
 		stall:            max(int64(cfg.StallTimeout), 0),
 		clientInflight:   cfg.MaxClientInflight,
 		clientOutPause:   cfg.MaxConnBuffer / 2,
@@ -41,3 +51,12 @@ func newLimits(cfg *Config) limits {
 		backlogRelieved:  cfg.MaxConnBuffer / 4,
 	}
 }
+
+// The retry budget's fixed parts: a retry costs retryCost (percent units),
+// a loop banks at most maxBankedRetries and earns minRetriesPerSecond
+// whatever its traffic, so that a quiet loop can still retry.
+const (
+	retryCost           = 100
+	maxBankedRetries    = 100
+	minRetriesPerSecond = 10
+)

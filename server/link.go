@@ -392,7 +392,7 @@ func (lk *link) failAll() {
 		if !retry {
 			continue
 		}
-		if c.attempts <= l.p.cfg.Retries {
+		if l.spendRetry(c) {
 			l.metrics.n[mRetries]++
 			l.dispatch(c, body)
 			continue

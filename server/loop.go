@@ -39,6 +39,9 @@ type loop struct {
 	chunks []*chunk // recycled link chunks
 	lim    limits   // the proxy's thresholds, copied for locality
 
+	retryTokens int64 // the retry budget (limits), in hundredths of a retry
+	lastTick    int64
+
 	tickTask gnet.Runnable
 
 	epoch time.Time // the proxy's: the loops' clocks agree (the registry's ejections use them)
@@ -48,7 +51,7 @@ type loop struct {
 }
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim}
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryBank}
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -71,6 +74,10 @@ func (l *loop) clock() int64 { return int64(time.Since(l.epoch)) }
 // buffer, and closes idle links to backends that left rotation.
 func (l *loop) tick() {
 	now := l.clock()
+	if l.lastTick > 0 {
+		l.earnRetries(l.lim.retryFloor * (now - l.lastTick) / int64(time.Second))
+	}
+	l.lastTick = now
 	for i := 0; i < len(l.active); {
 		ic := l.active[i]
 		for {
@@ -153,4 +160,28 @@ func (l *loop) putBuf(b []byte) {
 	if b = keep(b); b != nil {
 		l.bufs = append(l.bufs, b)
 	}
+}
+
+// earnRetries adds n hundredths of a retry to the loop's budget.
+func (l *loop) earnRetries(n int64) {
+	if l.retryTokens < l.lim.retryBank {
+		l.retryTokens = min(l.retryTokens+n, l.lim.retryBank)
+	}
+}
+
+// spendRetry reports whether a failed call may be retried: within
+// Config.Retries and within the loop's retry budget.
+func (l *loop) spendRetry(c *call) bool {
+	if c.attempts > l.lim.retries {
+		return false
+	}
+	if l.lim.retryEarn < 0 { // no budget
+		return true
+	}
+	if l.retryTokens < retryCost {
+		l.metrics.n[mRetriesRefused]++
+		return false
+	}
+	l.retryTokens -= retryCost
+	return true
 }

@@ -31,6 +31,7 @@ const (
 	mReadmissions
 	mStalls
 	mPanics
+	mRetriesRefused
 	mConns
 	mUnanswered
 	mErrors // first of len(errorCodes)
@@ -102,6 +103,7 @@ type Snapshot struct {
 	Readmitted int64            // ejected backends back after a successful probe
 	Stalls     int64            // data connections found stalled
 	Panics     int64            // requests routed to ejected backends (all of the policy's were)
+	NoBudget   int64            // retries refused by the retry budget
 	Conns      int64            // inbound connections open (clients and leases)
 	Inflight   int64            // requests not yet answered
 }
@@ -132,6 +134,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.Readmitted += get(mReadmissions)
 		s.Stalls += get(mStalls)
 		s.Panics += get(mPanics)
+		s.NoBudget += get(mRetriesRefused)
 		s.Conns += get(mConns)
 		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
@@ -158,6 +161,7 @@ var (
 	descReadmit   = prometheus.NewDesc("prism_backend_readmissions_total", "Ejected backends readmitted after a successful probe.", nil, nil)
 	descStalls    = prometheus.NewDesc("prism_backend_stalls_total", "Data connections found with requests in flight and no reply for the stall timeout.", nil, nil)
 	descPanics    = prometheus.NewDesc("prism_panic_routed_total", "Requests routed to an ejected backend because every backend of the policy was ejected.", nil, nil)
+	descNoBudget  = prometheus.NewDesc("prism_retries_refused_total", "Retries refused by the retry budget (answered backend_unavailable).", nil, nil)
 	descState     = prometheus.NewDesc("prism_backend_state", "A backend's state: 0 up, 1 ejected, 2 probing.", []string{"id", "policy"}, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
@@ -168,7 +172,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descState, descConns, descInflight, descBackends, descRouted} {
+		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descState, descConns, descInflight, descBackends, descRouted} {
 		ch <- d
 	}
 }
@@ -199,6 +203,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descReadmit, s.Readmitted)
 	counter(descStalls, s.Stalls)
 	counter(descPanics, s.Panics)
+	counter(descNoBudget, s.NoBudget)
 	gauge(descConns, s.Conns)
 	gauge(descInflight, s.Inflight)
 	perPolicy := map[int64]int64{}

@@ -174,3 +174,43 @@ func TestEjectionCapKeepsLastBackend(t *testing.T) {
 		t.Fatalf("ejections %d refused %d; want the cap to refuse", s.Ejections, s.Refused)
 	}
 }
+
+// Retries are bounded by a budget, a share of the requests read, so that a
+// failing backend cannot multiply the load on its siblings: past it, the
+// failed requests are answered backend_unavailable.
+func TestRetryBudget(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1, RetryBudget: 10, EjectAfter: -1, StallTimeout: -1})
+	newFakeBackend(t, p, 1, 7, func(int, string) (string, bool) { return "", false }) // fails every request
+	newFakeBackend(t, p, 2, 7, echo)
+	c := dial(t, p, codec.Binary)
+	const n = 1000
+	start := time.Now()
+	replies, unavailable := 0, 0
+	for i := range n {
+		c.Send(int64(i), 7, "x")
+		if i%50 == 49 {
+			c.Flush()
+			for range 50 {
+				switch a := recv(t, c); {
+				case a.Type == codec.TypeReply:
+					replies++
+				case a.Code == codec.CodeBackendUnavailable:
+					unavailable++
+				default:
+					t.Fatalf("answer %+v", a)
+				}
+			}
+		}
+	}
+	s := p.Metrics().Snapshot()
+	// Half the requests fail at backend 1; the budget allows 100 banked
+	// retries, 10% of the requests and 10 a second.
+	limit := 100 + n/10 + int64(10*time.Since(start).Seconds()) + 1
+	if s.Retries > limit || s.NoBudget == 0 {
+		t.Fatalf("retries %d (limit %d), refused %d", s.Retries, limit, s.NoBudget)
+	}
+	if replies+unavailable != n || int64(replies) != n/2+s.Retries {
+		t.Fatalf("%d replies, %d unavailable, %d retries for %d requests", replies, unavailable, s.Retries, n)
+	}
+	t.Logf("%d requests: %d retried, %d refused by the budget", n, s.Retries, s.NoBudget)
+}
