@@ -77,6 +77,7 @@ func (l *loop) flush() {
 	}
 	l.flushing = false
 	if now := l.clock(); now-l.metrics.last >= publishEvery {
+		l.metrics.n[mHeld] = l.held
 		l.metrics.publish(now)
 	}
 }

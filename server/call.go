@@ -56,6 +56,10 @@ type call struct {
 
 	reply []byte // the framed answer while it waits for its turn (answered)
 
+	// Memory accounting (limits): bytes counted on the client (its request
+	// and its held reply) and on the loop (its held reply).
+	size, heldReply int
+
 	state  callState
 	onLink bool // in a link's fifo
 }
@@ -116,6 +120,8 @@ func (l *loop) leaveClient(c *call) {
 		l.metrics.n[mUnanswered]--
 		l.metrics.n[mAbandoned]++
 	}
+	c.client.held -= c.size
+	l.held -= int64(c.heldReply)
 	c.state = callDone
 	l.release(c)
 }
@@ -149,6 +155,10 @@ func (l *loop) answerError(c *call, code, text string) {
 func (ic *inConn) answerReply(c *call, body []byte) {
 	if front, _ := ic.queue.Front(); front != c {
 		c.reply = codec.AppendFramed(c.reply[:0], ic.split.Framing, body)
+		c.heldReply = len(c.reply)
+		c.size += c.heldReply
+		ic.held += c.heldReply
+		ic.loop.held += int64(c.heldReply)
 		return
 	}
 	ic.queue.Pop()

@@ -51,6 +51,7 @@ func (lk *link) push(c *call, body []byte) {
 	if !ok || cap(ch.buf)-len(ch.buf) < need {
 		ch = lk.loop.getChunk(need)
 		lk.chunks.Push(ch)
+		lk.hold(cap(ch.buf))
 	}
 	start := len(ch.buf)
 	ch.buf = codec.BeginFrame(ch.buf, f)
@@ -80,6 +81,7 @@ func (lk *link) trimChunks() {
 			return
 		}
 		lk.chunks.Pop()
+		lk.hold(-cap(ch.buf))
 		lk.loop.putChunk(ch)
 		if lk.sentChunk > 0 {
 			lk.sentChunk--
@@ -97,8 +99,16 @@ func (lk *link) dropChunks() {
 		if !ok {
 			break
 		}
+		lk.hold(-cap(ch.buf))
 		lk.loop.putChunk(ch)
 	}
 	lk.sentChunk, lk.sentOff, lk.unsentBytes = 0, 0, 0
 	lk.sent = lk.appended
+}
+
+// hold counts n more bytes (fewer when negative) of chunks held by the
+// link, toward its cap and its loop's (limits).
+func (lk *link) hold(n int) {
+	lk.bytes += n
+	lk.loop.held += int64(n)
 }

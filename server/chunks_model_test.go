@@ -43,7 +43,7 @@ func TestChunksModel(t *testing.T) {
 func chunksModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	p := &proxy{registry: pool.NewRegistry()}
-	p.cfg = Config{Retries: 3, RetryBudget: -1, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
+	p.cfg = Config{Retries: 3, RetryBudget: -1, Loops: 1, MaxMemory: 1 << 40, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
 	p.lim = newLimits(&p.cfg)
 	p.metrics = newMetrics(p)
 	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}
@@ -80,10 +80,11 @@ func chunksModel(t *testing.T, seed uint64) {
 		}
 	}
 	invariants := func(lk *link) {
-		live, unsent := 0, 0
+		live, unsent, held := 0, 0, 0
 		for i := 0; i < lk.chunks.Len(); i++ {
 			ch := lk.chunks.At(i)
 			live += ch.live
+			held += cap(ch.buf)
 			switch {
 			case i > lk.sentChunk:
 				unsent += len(ch.buf)
@@ -93,6 +94,9 @@ func chunksModel(t *testing.T, seed uint64) {
 		}
 		if live != lk.fifo.Len() || unsent != lk.unsentBytes || lk.chunks.Len() > 0 && lk.sentChunk >= lk.chunks.Len() {
 			t.Fatalf("seed %d: live %d fifo %d unsent %d counted %d sentChunk %d of %d", seed, live, lk.fifo.Len(), unsent, lk.unsentBytes, lk.sentChunk, lk.chunks.Len())
+		}
+		if held != lk.bytes {
+			t.Fatalf("seed %d: link holds %d bytes of chunks, counts %d", seed, held, lk.bytes)
 		}
 		if int64(len(conns[lk].stream)) != lk.sent {
 			t.Fatalf("seed %d: sent %d, wire %d", seed, lk.sent, len(conns[lk].stream))
@@ -198,7 +202,22 @@ func checkCalls(t *testing.T, seed uint64, l *loop, ic *inConn) {
 			}
 		}
 	}
-	unanswered := 0
+	unanswered, clientBytes, heldReplies := 0, 0, 0
+	for i := 0; i < ic.queue.Len(); i++ {
+		c := ic.queue.At(i)
+		clientBytes += c.size
+		heldReplies += c.heldReply
+	}
+	if clientBytes != ic.held {
+		t.Fatalf("seed %d: client's calls hold %d bytes, it counts %d", seed, clientBytes, ic.held)
+	}
+	linkBytes := 0
+	for _, lk := range l.links {
+		linkBytes += lk.bytes
+	}
+	if int64(linkBytes+heldReplies) != l.held {
+		t.Fatalf("seed %d: links %d + held replies %d bytes, the loop counts %d", seed, linkBytes, heldReplies, l.held)
+	}
 	for c, n := range holders {
 		if c.state == callQueued {
 			unanswered++

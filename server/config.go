@@ -70,6 +70,13 @@ type Config struct {
 	// flight but gave no reply for this long, and retries those requests
 	// elsewhere. Zero: the smaller of 1s and Timeout/2; negative: off.
 	StallTimeout time.Duration
+	// MaxMemory bounds, in bytes, what the proxy holds for requests on
+	// their way and replies waiting their turn, shared equally by the
+	// loops. At a loop's share it stops reading its clients until replies
+	// drain it (backpressure); a policy's data connection past a quarter
+	// of it (at most 64 MiB) is passed over, and past half of it answers
+	// "overloaded". Per client, MaxConnBuffer bounds the same. Zero: 1 GiB.
+	MaxMemory int64
 	// RetryBudget caps retries at this percentage of the requests each loop
 	// read recently (plus a floor of minRetriesPerSecond per loop), so that
 	// retries cannot multiply the load during an outage: a request whose
@@ -98,6 +105,7 @@ const (
 	defaultEjectMaxTime       = 30 * time.Second
 	defaultMaxEjectedPercent  = 50
 	defaultRetryBudget        = 20
+	defaultMaxMemory          = 1 << 30
 )
 
 // RegisterFlags defines the proxy's command-line flags on fs, bound to c's
@@ -119,6 +127,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EjectMaxTime, "eject-max-time", defaultEjectMaxTime, "longest ejection")
 	fs.IntVar(&c.MaxEjectedPercent, "max-ejected-percent", defaultMaxEjectedPercent, "most of a policy's backends ejected at once, in `percent`")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
+	fs.Int64Var(&c.MaxMemory, "max-memory", defaultMaxMemory, "`bytes` held for requests on their way and replies waiting their turn, at most")
 	fs.IntVar(&c.RetryBudget, "retry-budget", defaultRetryBudget, "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
 }
 
@@ -199,6 +208,12 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.MaxEjectedPercent == 0 {
 		c.MaxEjectedPercent = defaultMaxEjectedPercent
+	}
+	if c.MaxMemory == 0 {
+		c.MaxMemory = defaultMaxMemory
+	}
+	if c.MaxMemory < 0 {
+		return c, fmt.Errorf("server: negative MaxMemory %d", c.MaxMemory)
 	}
 	if c.RetryBudget == 0 {
 		c.RetryBudget = defaultRetryBudget

@@ -43,20 +43,31 @@ func (l *loop) healthChanged(b *pool.Backend, ev pool.Event, why string) {
 }
 
 // checkStall ejects lk's backend and closes lk when lk has requests in
-// flight and no reply came for the stall timeout. Run by the tick.
+// flight and no reply came for the stall timeout; whatever the ejection
+// cap says, it closes lk once its oldest request waited twice the request
+// timeout. Run by the tick.
 func (lk *link) checkStall(now int64) {
 	l := lk.loop
 	if lk.replies != lk.tickReplies {
 		lk.tickReplies = lk.replies
 		lk.progress = now
 	}
-	if l.lim.stall == 0 || lk.state != linkUp || lk.fifo.Len() == 0 || lk.failed {
-		return
-	}
-	if now-max(lk.progress, lk.busySince) < l.lim.stall {
+	if lk.state != linkUp || lk.fifo.Len() == 0 || lk.failed {
 		return
 	}
 	b := lk.backend
+	if front, _ := lk.fifo.Front(); front.deadline+l.lim.timeout <= now {
+		// Its oldest request was answered "timeout" a timeout ago and
+		// the backend still owes the reply: whatever it is doing, the
+		// link's memory is better freed (its later requests are retried).
+		lk.failed = true
+		l.backendFailed(b, "no reply for twice the request timeout")
+		lk.gc.Close()
+		return
+	}
+	if l.lim.stall == 0 || now-max(lk.progress, lk.busySince) < l.lim.stall {
+		return
+	}
 	l.metrics.n[mStalls]++
 	l.healthChanged(b, l.p.registry.Eject(b, now), "no reply for "+time.Duration(l.lim.stall).String())
 	if b.State() == pool.Healthy {

@@ -31,12 +31,14 @@ type inConn struct {
 	role  role
 
 	// client
-	queue   fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
-	paused  bool             // over the in-flight or outbound cap: not parsing
-	closing bool             // close once queue drained (stream unusable)
-	dirty   bool
-	out     []byte // answers due, in order; nil when none (a loop buffer)
+	queue    fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
+	paused   bool             // over the in-flight or outbound cap: not parsing
+	closing  bool             // close once queue drained (stream unusable)
+	shedding bool             // answering "overloaded" to what is over the cap
+	dirty    bool
+	out      []byte // answers due, in order; nil when none (a loop buffer)
 
+	held    int   // bytes of its requests in flight and replies held (limits.clientBytes)
 	blocked *link // a pressured link this client waits for
 	active  bool  // in loop.active
 
@@ -51,8 +53,8 @@ func (ic *inConn) traffic() {
 		return
 	}
 	ic.parse()
-	if ic.gc != nil && ic.gc.InboundBuffered() > ic.loop.lim.connBuffer {
-		ic.fatal(codec.CodeOverloaded, "too many unread requests buffered: read your replies")
+	if ic.gc != nil && !ic.closing && ic.gc.InboundBuffered() > ic.loop.lim.connBuffer {
+		ic.shed()
 	}
 	l := ic.loop
 	l.flushSoon(l.metrics.n[mUnanswered] > int64(ic.queue.Len()))
@@ -62,7 +64,8 @@ func (ic *inConn) traffic() {
 func (ic *inConn) canParse() bool {
 	lim := &ic.loop.lim
 	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
-		ic.gc.OutboundBuffered() < lim.clientOutPause
+		ic.gc.OutboundBuffered() < lim.clientOutPause && ic.held < lim.clientBytes &&
+		ic.loop.held < lim.loopBytes
 }
 
 // resumeParsing continues with requests left buffered while paused.
@@ -96,6 +99,36 @@ func (ic *inConn) parse() {
 			ic.fatal(codec.ErrorAnswer(err, ic.split.Max))
 			return
 		}
+		ic.message(body)
+		if ic.gc == nil || ic.closing {
+			return
+		}
+		f.Consume()
+	}
+	f.Done()
+}
+
+// shed answers "overloaded" to the requests a paused client sent past
+// its buffer cap, oldest first, until half the cap is left: the client
+// gets an answer for every request, in order, and its connection stays
+// usable, while the proxy holds no more than the cap. (An error answer
+// is smaller than the request it refuses, but for the tiniest requests,
+// so this frees memory.)
+func (ic *inConn) shed() {
+	need := ic.gc.InboundBuffered() - ic.loop.lim.connBuffer/2
+	ic.shedding = true
+	defer func() { ic.shedding = false }()
+	f := gnetio.NewFrames(ic.gc, &ic.split)
+	for need > 0 {
+		body, err := f.Next()
+		if gnetio.Incomplete(err) {
+			break
+		}
+		if err != nil {
+			ic.fatal(codec.ErrorAnswer(err, ic.split.Max))
+			return
+		}
+		need -= len(body) + codec.HeaderLen
 		ic.message(body)
 		if ic.gc == nil || ic.closing {
 			return
@@ -156,7 +189,13 @@ func (ic *inConn) message(body []byte) {
 		l.answerError(c, codec.CodeShuttingDown, "the proxy is shutting down")
 		return
 	}
+	if ic.shedding {
+		l.answerError(c, codec.CodeOverloaded, "too many requests of this connection held: read your replies, or slow down")
+		return
+	}
 	l.earnRetries(l.lim.retryEarn)
+	c.size = len(body)
+	ic.held += c.size
 	l.dispatch(c, body)
 }
 

@@ -19,6 +19,15 @@ type limits struct {
 	clientOutPause int
 	connBuffer     int
 
+	// Memory, in bytes. A client is not read while its requests in flight
+	// and replies held reach clientBytes, nor while its loop holds
+	// loopBytes (Config.MaxMemory / Loops) of link chunks and held
+	// replies: backpressure. A link past linkBytes of chunks counts as
+	// pressured, past twice that as full.
+	clientBytes int
+	loopBytes   int64
+	linkBytes   int
+
 	// A link holding linkPressured requests, or backlogPressured bytes the
 	// socket has not taken, is passed over for its policy's others; with
 	// all of them pressured a request goes to it anyway and its client
@@ -44,6 +53,9 @@ func newLimits(cfg *Config) limits {
 		clientInflight:   cfg.MaxClientInflight,
 		clientOutPause:   cfg.MaxConnBuffer / 2,
 		connBuffer:       cfg.MaxConnBuffer,
+		clientBytes:      cfg.MaxConnBuffer,
+		loopBytes:        cfg.MaxMemory / int64(cfg.Loops),
+		linkBytes:        int(min(cfg.MaxMemory/int64(cfg.Loops)/4, 64<<20)),
 		linkPressured:    cfg.MaxBackendInflight,
 		linkRefuse:       2 * cfg.MaxBackendInflight,
 		linkRelieved:     cfg.MaxBackendInflight / 2,

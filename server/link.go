@@ -31,6 +31,7 @@ type link struct {
 	sentChunk   int   // index in chunks of the first one not all written
 	sentOff     int   // bytes of it written
 	unsentBytes int   // bytes in chunks not yet written
+	bytes       int   // bytes of the chunks held: the link's share of memory
 	appended    int64 // bytes ever pushed
 	sent        int64 // bytes ever written (handed to gnet)
 	dirty       bool
@@ -133,7 +134,7 @@ func (l *loop) dispatch(c *call, body []byte) {
 		lk = l.dial(b)
 	}
 	if b == pressed {
-		if lk.stalled(clock()) || lk.fifo.Len() >= l.lim.linkRefuse {
+		if lk.stalled(clock()) || lk.full() {
 			l.answerError(c, codec.CodeOverloaded, "every backend of policy "+itoa(c.policy)+" is at its in-flight limit")
 			return
 		}
@@ -152,7 +153,15 @@ func (l *loop) dispatch(c *call, body []byte) {
 // (limits.linkPressured, limits.backlogPressured).
 func (lk *link) pressured() bool {
 	lim := &lk.loop.lim
-	return lk.fifo.Len() >= lim.linkPressured || lk.backlog() > lim.backlogPressured
+	return lk.fifo.Len() >= lim.linkPressured || lk.backlog() > lim.backlogPressured ||
+		lk.bytes > lim.linkBytes
+}
+
+// full reports whether the link cannot take another request at all: its
+// requests are answered "overloaded" (limits.linkRefuse, 2*linkBytes).
+func (lk *link) full() bool {
+	lim := &lk.loop.lim
+	return lk.fifo.Len() >= lim.linkRefuse || lk.bytes > 2*lim.linkBytes
 }
 
 // backlog is how many bytes of requests the socket has not taken yet.
@@ -168,7 +177,8 @@ func (lk *link) backlog() int {
 // waiting clients go (limits.linkRelieved, limits.backlogRelieved).
 func (lk *link) relieved() bool {
 	lim := &lk.loop.lim
-	return lk.fifo.Len() < lim.linkRelieved && lk.backlog() < lim.backlogRelieved
+	return lk.fifo.Len() < lim.linkRelieved && lk.backlog() < lim.backlogRelieved &&
+		lk.bytes <= lim.linkBytes/2
 }
 
 // stalled reports whether the oldest request on the link is past its

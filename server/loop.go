@@ -39,6 +39,8 @@ type loop struct {
 	chunks []*chunk // recycled link chunks
 	lim    limits   // the proxy's thresholds, copied for locality
 
+	held int64 // bytes of link chunks and of replies waiting their turn (limits.loopBytes)
+
 	retryTokens int64 // the retry budget (limits), in hundredths of a retry
 	lastTick    int64
 
@@ -127,6 +129,7 @@ func (l *loop) tick() {
 		}
 	}
 	l.flush()
+	l.metrics.n[mHeld] = l.held
 	l.metrics.publish(now)
 }
 

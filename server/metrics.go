@@ -32,6 +32,7 @@ const (
 	mStalls
 	mPanics
 	mRetriesRefused
+	mHeld // a gauge: bytes held (limits)
 	mConns
 	mUnanswered
 	mErrors // first of len(errorCodes)
@@ -104,6 +105,7 @@ type Snapshot struct {
 	Stalls     int64            // data connections found stalled
 	Panics     int64            // requests routed to ejected backends (all of the policy's were)
 	NoBudget   int64            // retries refused by the retry budget
+	Held       int64            // bytes held for requests on their way and replies waiting (MaxMemory)
 	Conns      int64            // inbound connections open (clients and leases)
 	Inflight   int64            // requests not yet answered
 }
@@ -135,6 +137,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.Stalls += get(mStalls)
 		s.Panics += get(mPanics)
 		s.NoBudget += get(mRetriesRefused)
+		s.Held += get(mHeld)
 		s.Conns += get(mConns)
 		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
@@ -162,6 +165,7 @@ var (
 	descStalls    = prometheus.NewDesc("prism_backend_stalls_total", "Data connections found with requests in flight and no reply for the stall timeout.", nil, nil)
 	descPanics    = prometheus.NewDesc("prism_panic_routed_total", "Requests routed to an ejected backend because every backend of the policy was ejected.", nil, nil)
 	descNoBudget  = prometheus.NewDesc("prism_retries_refused_total", "Retries refused by the retry budget (answered backend_unavailable).", nil, nil)
+	descHeld      = prometheus.NewDesc("prism_memory_held_bytes", "Bytes held for requests on their way to backends and replies waiting their turn (bounded by -max-memory).", nil, nil)
 	descState     = prometheus.NewDesc("prism_backend_state", "A backend's state: 0 up, 1 ejected, 2 probing.", []string{"id", "policy"}, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
@@ -172,7 +176,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descState, descConns, descInflight, descBackends, descRouted} {
+		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descHeld, descState, descConns, descInflight, descBackends, descRouted} {
 		ch <- d
 	}
 }
@@ -206,6 +210,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descNoBudget, s.NoBudget)
 	gauge(descConns, s.Conns)
 	gauge(descInflight, s.Inflight)
+	gauge(descHeld, s.Held)
 	perPolicy := map[int64]int64{}
 	for _, b := range m.p.registry.Backends() {
 		perPolicy[b.Policy]++

@@ -250,6 +250,7 @@ func (p *proxy) syncMetrics() (stopped bool) {
 		done := make(chan struct{})
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			l.flush() // answers waiting for the end of the poll go out first
+			l.metrics.n[mHeld] = l.held
 			l.metrics.publish(l.clock())
 			close(done)
 			return nil

@@ -343,7 +343,9 @@ func TestInflightCapWithStalledBackend(t *testing.T) {
 		t.Fatalf("proxy read %d requests; want at most the cap of 4 (+1 of the other client)", s.Requests)
 	}
 	for i := range n {
-		if a := recv(t, c); a.Code != codec.CodeTimeout {
+		// The link is closed once its oldest request waited twice the
+		// timeout: the requests then on it are answered at once.
+		if a := recv(t, c); a.Code != codec.CodeTimeout && (i < 4 || a.Code != codec.CodeBackendUnavailable) {
 			t.Fatalf("answer %d: %+v; want timeout", i, a)
 		}
 	}

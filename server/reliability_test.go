@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -213,4 +215,85 @@ func TestRetryBudget(t *testing.T) {
 		t.Fatalf("%d replies, %d unavailable, %d retries for %d requests", replies, unavailable, s.Retries, n)
 	}
 	t.Logf("%d requests: %d retried, %d refused by the budget", n, s.Retries, s.NoBudget)
+}
+
+// Behind a stalled backend that cannot be ejected (the only one of its
+// policy), a flood of large requests is held within MaxMemory: clients are
+// slowed, and what they send past their cap is answered "overloaded" as
+// whole error frames; every request gets exactly one answer, and another
+// policy's requests keep being served.
+func TestMemoryBoundedBehindStalledBackend(t *testing.T) {
+	const maxMemory = 8 << 20
+	p := startProxy(t, Config{Loops: 1, Timeout: time.Second, MaxMemory: maxMemory,
+		MaxFrame: 64 << 10, MaxConnBuffer: 1 << 20})
+	stall := make(chan struct{})
+	t.Cleanup(func() { close(stall) })
+	newFakeBackend(t, p, 1, 7, func(int, string) (string, bool) { <-stall; return "", false })
+	newFakeBackend(t, p, 2, 8, echo)
+
+	payload := strings.Repeat("p", 20<<10)
+	const floods = 8
+	var stop atomic.Bool
+	type tally struct{ sent, answered, overloaded, timeout, other atomic.Int64 }
+	tallies := make([]*tally, floods)
+	var wg sync.WaitGroup
+	for i := range floods {
+		tl := &tally{}
+		tallies[i] = tl
+		c := dial(t, p, codec.Binary)
+		wg.Add(1)
+		go func() { // the writer: as fast as the proxy takes it
+			defer wg.Done()
+			for n := int64(0); !stop.Load(); n++ {
+				if c.Send(n, 7, payload) != nil || c.Flush() != nil {
+					return
+				}
+				tl.sent.Add(1)
+			}
+		}()
+		go func() { // the reader
+			var m codec.Message
+			for c.Recv(&m) == nil {
+				tl.answered.Add(1)
+				switch m.Code {
+				case codec.CodeOverloaded:
+					tl.overloaded.Add(1)
+				case codec.CodeTimeout:
+					tl.timeout.Add(1)
+				default:
+					tl.other.Add(1)
+				}
+			}
+		}()
+	}
+	other := dial(t, p, codec.Binary)
+	var worst time.Duration
+	var held int64
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		t0 := time.Now()
+		if a := roundTrip(t, other, 9, 8, "other"); a.Type != codec.TypeReply || a.Payload != "other" {
+			t.Fatalf("the other policy's request answered %+v", a)
+		}
+		worst = max(worst, time.Since(t0))
+		held = max(held, p.Metrics().Snapshot().Held)
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	var sent, overloaded, timeouts, others int64
+	for _, tl := range tallies {
+		waitFor(t, "an answer to every request", 10*time.Second, func() bool { return tl.answered.Load() == tl.sent.Load() })
+		sent += tl.sent.Load()
+		overloaded += tl.overloaded.Load()
+		timeouts += tl.timeout.Load()
+		others += tl.other.Load()
+	}
+	t.Logf("%d requests of 20 KiB: %d overloaded, %d timeout, %d other; most held %d KiB (cap %d KiB); other policy's slowest round trip %v",
+		sent, overloaded, timeouts, others, held>>10, maxMemory>>10, worst)
+	if held > maxMemory+(1<<20) {
+		t.Fatalf("held %d bytes; cap %d", held, maxMemory)
+	}
+	if worst >= time.Second {
+		t.Fatalf("the other policy waited %v: a request timeout", worst)
+	}
 }
