@@ -39,6 +39,7 @@ type inConn struct {
 	out      []byte // answers due, in order; nil when none (a loop buffer)
 
 	held    int   // bytes of its requests in flight and replies held (limits.clientBytes)
+	tail    *tail // writes the answers due after a half-close
 	blocked *link // a pressured link this client waits for
 	active  bool  // in loop.active
 
@@ -268,12 +269,21 @@ func (ic *inConn) flush() {
 	if ic.out != nil {
 		out := ic.out
 		ic.out = nil
-		if ic.gc != nil {
+		switch {
+		case ic.gc != nil:
 			ic.gc.Write(out) // on error OnClose runs inside
+			ic.loop.putBuf(out)
+		case ic.tail != nil:
+			ic.tail.push(out) // its own now
+		default:
+			ic.loop.putBuf(out)
 		}
-		ic.loop.putBuf(out)
 	}
 	if ic.gc == nil {
+		if ic.tail != nil && ic.queue.Len() == 0 {
+			ic.tail.finish()
+			ic.tail = nil
+		}
 		return
 	}
 	if ic.closing && ic.queue.Len() == 0 {
@@ -292,9 +302,15 @@ func (ic *inConn) flush() {
 
 // closed releases the connection's calls; replies still due from backends
 // are discarded when they come.
-func (ic *inConn) closed() {
+func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l := ic.loop
 	ic.gc = nil
+	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil) {
+		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
+			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)
+			return
+		}
+	}
 	if ic.backend != nil {
 		if l.p.registry.Remove(ic.backend) {
 			l.p.cfg.Logger.Info("backend left", "id", ic.backend.ID, "policy", ic.backend.Policy)

@@ -43,11 +43,14 @@ type proxy struct {
 	engine   gnet.Engine
 	booted   chan struct{}
 	done     chan struct{} // closed when the engine returned
+	stopped  chan struct{} // closed when Shutdown's stop is complete
+	stopOnce sync.Once
 	runErr   error
 	addr     string
 	draining atomic.Bool
 
-	epoch time.Time // the loops' clock counts from here (monotonic)
+	epoch time.Time      // the loops' clock counts from here (monotonic)
+	tails sync.WaitGroup // half-closed clients' writers (halfclose.go)
 
 	mu    sync.Mutex
 	life  lifecycle
@@ -75,6 +78,7 @@ func New(cfg Config) (*Proxy, error) {
 		registry: pool.NewRegistry(),
 		booted:   make(chan struct{}),
 		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
 		epoch:    time.Now(),
 	}
@@ -210,9 +214,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
-	go px.stop()
+	px.stopOnce.Do(func() { go px.stop() })
 	select {
-	case <-px.done:
+	case <-px.stopped:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -223,11 +227,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // used.
 func (p *proxy) stop() {
 	gnetio.Stop(context.Background(), p.engine, p.done)
+	p.tails.Wait() // they end with done closed, once written
 	p.mu.Lock()
 	for _, l := range p.list {
 		l.wake.close() // only now: a loop may ring it until it ends
 	}
 	p.mu.Unlock()
+	close(p.stopped)
 }
 
 // syncWait bounds how long a Snapshot waits for a loop to publish.
@@ -335,7 +341,7 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.closed(c, err)
 		x.loop.flush()
 	case *inConn:
-		x.closed()
+		x.closed(c, err)
 		x.loop.metrics.n[mConns]--
 		x.loop.flush()
 	case *wake:

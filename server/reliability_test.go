@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -295,5 +297,50 @@ func TestMemoryBoundedBehindStalledBackend(t *testing.T) {
 	}
 	if worst >= time.Second {
 		t.Fatalf("the other policy waited %v: a request timeout", worst)
+	}
+}
+
+// A client that shuts down its write side after its requests (nc -N)
+// still gets every answer, then EOF.
+func TestHalfCloseGetsEveryAnswer(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		time.Sleep(20 * time.Millisecond) // the answers come after the FIN
+		return strings.ToUpper(s), true
+	})
+	for _, framing := range []codec.Framing{codec.Text, codec.Binary} {
+		t.Run(framing.String(), func(t *testing.T) {
+			nc, err := net.Dial("tcp", p.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			var out []byte
+			for i := range 5 {
+				out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
+			}
+			if _, err := nc.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			nc.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(nc) // until the proxy closes
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			sp := codec.Splitter{Framing: framing}
+			var dec codec.Decoder
+			var m codec.Message
+			for i := range 5 {
+				body, n, err := sp.Next(got)
+				if err != nil {
+					t.Fatalf("answer %d: %v (read %q)", i, err, got)
+				}
+				got = got[n:]
+				if err := dec.Decode(body, &m); err != nil || m.Type != codec.TypeReply || m.DestID != int64(i) || m.Payload != fmt.Sprint("HI", i) {
+					t.Fatalf("answer %d: %+v %v", i, m, err)
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,112 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Half-close. gnet has no half-closed state: a client's FIN (it shut down
+// its write side, as `nc -N` does after its input) closes the whole
+// connection. But gnet calls OnClose before it closes the socket, so the
+// proxy duplicates the descriptor there and keeps the socket for writing:
+// the answers still due go out on the duplicate, from a goroutine over the
+// Go netpoller, and the socket closes once the last one is written. The
+// calls stay queued on the client as before, so they keep their order
+// and their timeouts.
+//
+// Only a read EOF takes this path (a reset, or a close by the proxy, do
+// not), and only when gnet holds no unwritten answers of the connection:
+// gnet writes those after OnClose without waiting for the socket, and
+// answers written by the tail could overtake them. Requests the client
+// sent but the proxy had not read yet (it was over its in-flight cap) are
+// lost with gnet's buffer.
+
+// tail writes the answers due to a half-closed client.
+type tail struct {
+	nc   net.Conn
+	mu   sync.Mutex
+	bufs [][]byte
+	done bool          // no more answers: close after the last
+	kick chan struct{} // one pending wake-up
+}
+
+// startTail takes over gc's socket for writing, or returns nil.
+func startTail(p *proxy, gc gnet.Conn, err error) *tail {
+	if !errors.Is(err, io.EOF) || gc.OutboundBuffered() > 0 {
+		return nil
+	}
+	fd, derr := unix.Dup(gc.Fd())
+	if derr != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "prism-tail")
+	nc, derr := net.FileConn(f) // dups again, into the Go netpoller
+	f.Close()
+	if derr != nil {
+		return nil
+	}
+	// A client that does not read gets no more than the request timeout
+	// (twice, with the answers' own wait) to take them.
+	nc.SetWriteDeadline(time.Now().Add(2*p.cfg.Timeout + time.Second))
+	t := &tail{nc: nc, kick: make(chan struct{}, 1)}
+	p.tails.Add(1)
+	go t.run(&p.tails, p.done)
+	return t
+}
+
+// push hands b to the tail, which owns it from now on.
+func (t *tail) push(b []byte) {
+	t.mu.Lock()
+	t.bufs = append(t.bufs, b)
+	t.mu.Unlock()
+	t.wakeUp()
+}
+
+// finish closes the socket after what was pushed.
+func (t *tail) finish() {
+	t.mu.Lock()
+	t.done = true
+	t.mu.Unlock()
+	t.wakeUp()
+}
+
+func (t *tail) wakeUp() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what is pushed until finish, or until the proxy stopped
+// (stopped: its loops will push nothing more).
+func (t *tail) run(wg *sync.WaitGroup, stopped <-chan struct{}) {
+	defer wg.Done()
+	defer t.nc.Close()
+	for {
+		var last bool
+		select {
+		case <-t.kick:
+		case <-stopped:
+			last = true
+		}
+		t.mu.Lock()
+		bufs, done := t.bufs, t.done || last
+		t.bufs = nil
+		t.mu.Unlock()
+		for _, b := range bufs {
+			if _, err := t.nc.Write(b); err != nil {
+				return // the client is gone, or did not read in time
+			}
+		}
+		if done {
+			return
+		}
+	}
+}
