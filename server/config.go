@@ -47,10 +47,12 @@ type Config struct {
 	// the link drains. A link whose oldest request is past the timeout, or
 	// that holds twice this many, answers "overloaded" instead. Zero: 16384.
 	MaxBackendInflight int
-	// MaxConnBuffer caps the bytes buffered per connection in either
-	// direction. A client past it in its unread requests or unsent replies
-	// is answered "overloaded" and closed. At half of it the proxy stops
-	// reading a client's requests. Zero: 4 MiB, and at least 2*MaxFrame.
+	// MaxConnBuffer bounds the bytes held per client connection. At it
+	// (requests in flight, replies waiting their turn and answers unsent,
+	// together) the proxy stops reading the client; what the client sends
+	// past it meanwhile is answered "overloaded", request by request; past
+	// twice it in unsent answers (the client does not read) the connection
+	// is closed. Zero: 4 MiB, and at least 2*MaxFrame.
 	MaxConnBuffer int
 	// EjectAfter is how many failures in a row (timeouts, failed data
 	// connections, replies that break the protocol) take a backend out of
@@ -78,7 +80,7 @@ type Config struct {
 	// "overloaded". Per client, MaxConnBuffer bounds the same. Zero: 1 GiB.
 	MaxMemory int64
 	// RetryBudget caps retries at this percentage of the requests each loop
-	// read recently (plus a floor of minRetriesPerSecond per loop), so that
+	// read in about the last 10s (plus 10 a second per loop), so that
 	// retries cannot multiply the load during an outage: a request whose
 	// retry the budget refuses is answered backend_unavailable. Zero: 20;
 	// negative: no budget (only Retries bounds them).

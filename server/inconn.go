@@ -65,7 +65,7 @@ func (ic *inConn) traffic() {
 func (ic *inConn) canParse() bool {
 	lim := &ic.loop.lim
 	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
-		ic.gc.OutboundBuffered() < lim.clientOutPause && ic.held < lim.clientBytes &&
+		ic.gc.OutboundBuffered()+ic.held < lim.clientBytes &&
 		ic.loop.held < lim.loopBytes
 }
 
@@ -290,7 +290,7 @@ func (ic *inConn) flush() {
 		ic.gc.Close()
 		return
 	}
-	if ic.gc.OutboundBuffered() > ic.loop.lim.connBuffer {
+	if ic.gc.OutboundBuffered() > ic.loop.lim.outClose {
 		ic.closing = true
 		ic.gc.Close() // the client does not read its replies
 		return

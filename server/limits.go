@@ -1,32 +1,38 @@
 package server
 
+import "time"
+
 // limits are the thresholds the loops test on the request path, derived
 // once from the configuration so that the rules live in one place.
 type limits struct {
 	timeout int64 // Config.Timeout in loop-clock nanoseconds
 	retries int   // Config.Retries
+	stall   int64 // Config.StallTimeout; 0: off
 
 	// The retry budget, in hundredths of a retry: each request earns
-	// retryEarn (Config.RetryBudget), a retry spends retryCost; a loop
-	// banks at most retryBank, and gets retryFloor per second regardless.
-	retryEarn, retryBank, retryFloor int64
-	stall                            int64 // Config.StallTimeout; 0: off
+	// retryEarn (Config.RetryBudget), a retry spends retryCost, and what
+	// is banked fades over retryWindow, so the budget is a share of the
+	// requests of about the last retryWindow (as Finagle's RetryBudget);
+	// a loop starts with retryStart and earns retryFloor per second
+	// regardless of its traffic.
+	retryEarn, retryStart, retryFloor int64
 
 	// A client is read while it has fewer than clientInflight requests
-	// unanswered and fewer than clientOutPause bytes of answers unsent;
-	// past connBuffer (unread requests or unsent answers) it is closed.
+	// unanswered and fewer than clientBytes of requests in flight, replies
+	// held and answers unsent together (its replies, about the size of its
+	// requests, then fit in its socket's backlog); past outClose of
+	// unsent answers it is closed (it does not read), and what it sends
+	// past connBuffer while paused is answered "overloaded" (inConn.shed).
+	// A loop stops reading its clients while it holds loopBytes
+	// (Config.MaxMemory / Loops) of link chunks and held replies. A link
+	// past linkBytes of chunks counts as pressured, past twice that as
+	// full.
 	clientInflight int
-	clientOutPause int
+	clientBytes    int
 	connBuffer     int
-
-	// Memory, in bytes. A client is not read while its requests in flight
-	// and replies held reach clientBytes, nor while its loop holds
-	// loopBytes (Config.MaxMemory / Loops) of link chunks and held
-	// replies: backpressure. A link past linkBytes of chunks counts as
-	// pressured, past twice that as full.
-	clientBytes int
-	loopBytes   int64
-	linkBytes   int
+	outClose       int
+	loopBytes      int64
+	linkBytes      int
 
 	// A link holding linkPressured requests, or backlogPressured bytes the
 	// socket has not taken, is passed over for its policy's others; with
@@ -47,13 +53,13 @@ func newLimits(cfg *Config) limits {
 		timeout:          int64(cfg.Timeout),
 		retries:          cfg.Retries,
 		retryEarn:        int64(cfg.RetryBudget),
-		retryBank:        retryCost * maxBankedRetries,
+		retryStart:       retryCost * minRetriesPerSecond * int64(retryWindow/time.Second),
 		retryFloor:       retryCost * minRetriesPerSecond,
 		stall:            max(int64(cfg.StallTimeout), 0),
 		clientInflight:   cfg.MaxClientInflight,
-		clientOutPause:   cfg.MaxConnBuffer / 2,
 		connBuffer:       cfg.MaxConnBuffer,
 		clientBytes:      cfg.MaxConnBuffer,
+		outClose:         2 * cfg.MaxConnBuffer,
 		loopBytes:        cfg.MaxMemory / int64(cfg.Loops),
 		linkBytes:        int(min(cfg.MaxMemory/int64(cfg.Loops)/4, 64<<20)),
 		linkPressured:    cfg.MaxBackendInflight,
@@ -64,11 +70,11 @@ func newLimits(cfg *Config) limits {
 	}
 }
 
-// The retry budget's fixed parts: a retry costs retryCost (percent units),
-// a loop banks at most maxBankedRetries and earns minRetriesPerSecond
+// The retry budget's fixed parts: a retry costs retryCost (percent units);
+// deposits fade over retryWindow; a loop earns minRetriesPerSecond
 // whatever its traffic, so that a quiet loop can still retry.
 const (
 	retryCost           = 100
-	maxBankedRetries    = 100
+	retryWindow         = 10 * time.Second
 	minRetriesPerSecond = 10
 )

@@ -88,9 +88,10 @@ func (l *loop) dispatch(c *call, body []byte) {
 		return now
 	}
 	reg := l.p.registry
-	var pressed *pool.Backend // the first backend passed over for pressure
-	out := 0                  // backends passed over for being ejected
-	panicking := false        // every backend left is ejected: use them anyway
+	var pressed *pool.Backend // the least loaded backend passed over for pressure
+	pressedLen := 0
+	out := 0           // backends passed over for being ejected
+	panicking := false // every backend left is ejected: use them anyway
 	skip := func(b *pool.Backend) bool {
 		if b == c.last && len(pol.Backends) > 1 {
 			return true
@@ -104,8 +105,8 @@ func (l *loop) dispatch(c *call, body []byte) {
 			case !lk.usable(clock):
 				return true
 			case lk.pressured():
-				if pressed == nil {
-					pressed = b
+				if pressed == nil || lk.fifo.Len() < pressedLen { // the least loaded: not a stalled one
+					pressed, pressedLen = b, lk.fifo.Len()
 				}
 				return true
 			}

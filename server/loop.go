@@ -53,7 +53,7 @@ type loop struct {
 }
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryBank}
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryStart}
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -76,8 +76,9 @@ func (l *loop) clock() int64 { return int64(time.Since(l.epoch)) }
 // buffer, and closes idle links to backends that left rotation.
 func (l *loop) tick() {
 	now := l.clock()
-	if l.lastTick > 0 {
-		l.earnRetries(l.lim.retryFloor * (now - l.lastTick) / int64(time.Second))
+	if dt := now - l.lastTick; l.lastTick > 0 && dt > 0 {
+		l.retryTokens -= l.retryTokens * min(dt, int64(retryWindow)) / int64(retryWindow) // deposits fade
+		l.earnRetries(l.lim.retryFloor * dt / int64(time.Second))
 	}
 	l.lastTick = now
 	for i := 0; i < len(l.active); {
@@ -166,11 +167,7 @@ func (l *loop) putBuf(b []byte) {
 }
 
 // earnRetries adds n hundredths of a retry to the loop's budget.
-func (l *loop) earnRetries(n int64) {
-	if l.retryTokens < l.lim.retryBank {
-		l.retryTokens = min(l.retryTokens+n, l.lim.retryBank)
-	}
-}
+func (l *loop) earnRetries(n int64) { l.retryTokens += n }
 
 // spendRetry reports whether a failed call may be retried: within
 // Config.Retries and within the loop's retry budget.

@@ -207,8 +207,8 @@ func TestRetryBudget(t *testing.T) {
 		}
 	}
 	s := p.Metrics().Snapshot()
-	// Half the requests fail at backend 1; the budget allows 100 banked
-	// retries, 10% of the requests and 10 a second.
+	// Half the requests fail at backend 1; the budget allows 100 retries
+	// to start with, 10% of the requests and 10 a second.
 	limit := 100 + n/10 + int64(10*time.Since(start).Seconds()) + 1
 	if s.Retries > limit || s.NoBudget == 0 {
 		t.Fatalf("retries %d (limit %d), refused %d", s.Retries, limit, s.NoBudget)
