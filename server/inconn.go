@@ -305,6 +305,7 @@ func (ic *inConn) flush() {
 func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l := ic.loop
 	ic.gc = nil
+	delete(l.conns, ic)
 	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
 			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,9 @@ var (
 	ErrClosed = errors.New("server: proxy closed")
 	// ErrStarted is returned by Start on a proxy already started.
 	ErrStarted = errors.New("server: proxy already started")
+	// ErrDrainExpired is wrapped in Shutdown's error when its context ended
+	// with requests in flight, which were answered "shutting_down".
+	ErrDrainExpired = errors.New("server: drain expired: requests in flight answered shutting_down")
 )
 
 // Proxy is the Prism reverse proxy: one gnet engine serving clients and
@@ -178,10 +182,21 @@ func (p *Proxy) Done() <-chan struct{} { return p.p.done }
 
 // Shutdown stops the proxy gracefully: new connections are closed at once,
 // new requests are answered "shutting_down", and requests in flight are
-// answered (by their backend, or by their timeout) before the engine stops.
-// When ctx ends first, the engine is stopped anyway, Shutdown returns ctx's
-// error without waiting for the loops to finish, and Done tells when they
-// did. Shutdown before Start returns at once, and Start then fails.
+// answered (by their backend, or by their timeout) before the engine
+// stops. It logs the drain's start, its progress every second and its end,
+// with counts.
+//
+// When ctx ends first, the drain has expired: each loop answers every
+// request still unanswered with "shutting_down", writes the answers, and
+// closes its client and lease connections; then the engine stops. That
+// takes at most drainGrace more, and Shutdown returns an error that wraps
+// ErrDrainExpired and ctx's error (or only ctx's error when the loops did
+// not finish within drainGrace: Done tells when they did). When nothing
+// was left to answer at the deadline, the drain counts as complete.
+//
+// Shutdown returns nil once the drain completed and the engine stopped.
+// Before Start it returns at once, and Start then fails. Safe from any
+// goroutine; a second call drains along with the first.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	px := p.p
 	px.mu.Lock()
@@ -199,28 +214,93 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-px.done:
 		return nil
 	}
-	var err error
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	log := px.cfg.Logger
+	began := time.Now()
 	// The loops publish their counts every millisecond while busy: have them
 	// publish now, and on every look, so that a request read a moment ago
 	// is not missed.
-	for px.syncMetrics(); px.unanswered() > 0; px.syncMetrics() {
+	px.syncMetrics()
+	inflight := px.unanswered()
+	log.Info("drain started", "inflight", inflight)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	expired := false
+	for px.syncMetrics(); !expired && px.unanswered() > 0; px.syncMetrics() {
 		select {
 		case <-ctx.Done():
-			err = ctx.Err()
+			expired = true
+		case <-progress.C:
+			log.Info("draining", "unanswered", px.unanswered(), "elapsed", time.Since(began).Round(time.Millisecond))
 		case <-tick.C:
-			continue
 		}
-		break
 	}
+	if !expired {
+		log.Info("drain complete", "answered", inflight, "elapsed", time.Since(began).Round(time.Millisecond))
+		px.stopOnce.Do(func() { go px.stop() })
+		select {
+		case <-px.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	grace, cancel := context.WithTimeout(context.Background(), drainGrace)
+	defer cancel()
+	aborted, complete := px.abort(grace)
+	log.Warn("drain expired: requests in flight answered shutting_down",
+		"inflight", inflight, "shutting_down", aborted, "answered", max(inflight-int64(aborted), 0),
+		"all_loops", complete, "elapsed", time.Since(began).Round(time.Millisecond))
 	px.stopOnce.Do(func() { go px.stop() })
 	select {
 	case <-px.stopped:
-		return err
-	case <-ctx.Done():
+	case <-grace.Done():
 		return ctx.Err()
 	}
+	switch {
+	case !complete:
+		return ctx.Err()
+	case aborted > 0:
+		return fmt.Errorf("%w (%d requests): %w", ErrDrainExpired, aborted, ctx.Err())
+	}
+	return nil
+}
+
+// drainGrace bounds what Shutdown does after an expired drain: answering
+// the calls left, writing, closing and stopping the engine.
+const drainGrace = 2 * time.Second
+
+// abort has every loop answer its unanswered calls shutting_down and close
+// its inbound connections (loop.abort), through the loops' task queues. It
+// returns how many calls were answered so, and whether every loop did it
+// before ctx ended.
+func (p *proxy) abort(ctx context.Context) (answered int, complete bool) {
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	results := make(chan int, len(loops))
+	pending := 0
+	for _, l := range loops {
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			results <- l.abort()
+			return nil
+		}))
+		if err == nil {
+			pending++
+		}
+	}
+	for ; pending > 0; pending-- {
+		select {
+		case n := <-results:
+			answered += n
+		case <-ctx.Done():
+			return answered, false
+		case <-p.done:
+			return answered, false
+		}
+	}
+	return answered, true
 }
 
 // stop stops the engine, waits for its loops to end, and closes what they
@@ -330,6 +410,7 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	ic := &inConn{loop: l, gc: c}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
+	l.conns[ic] = struct{}{}
 	l.metrics.n[mConns]++
 	return nil, gnet.None
 }
