@@ -70,6 +70,11 @@ func runProxy(args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	pa.cfg.Logger = logger
+	// Before anything is logged: a signal sent on seeing the first line
+	// must find the handler installed.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	raiseProcs(pa.cfg.Loops)
 	p, err := server.New(pa.cfg)
 	if err != nil {
@@ -100,8 +105,6 @@ func runProxy(args []string) int {
 			shutdownAdmin(admin, logger)
 		}
 	}()
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-sig:
 		logger.Info("shutting down", "signal", s.String(), "drain", pa.drain)
