@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net"
 	"strconv"
@@ -241,9 +242,43 @@ func (ic *inConn) setup(m *codec.Message) {
 	}
 	replaced := l.p.registry.Register(b)
 	ic.backend = b
+	peer := ic.gc.RemoteAddr().String()
 	ic.reply(codec.AppendAck(nil, m.ID, policy))
-	l.p.cfg.Logger.Info("backend registered", "id", b.ID, "policy", b.Policy, "addr", b.Addr,
-		"framing", b.Framing.String(), "replaced", replaced != nil)
+	log := l.p.cfg.Logger.With("id", b.ID, "policy", b.Policy, "addr", b.Addr, "peer", peer)
+	l.p.mu.Lock()
+	old := l.p.leases[replaced]
+	delete(l.p.leases, replaced)
+	l.p.leases[b] = ic
+	l.p.mu.Unlock()
+	if replaced == nil {
+		log.Info("backend registered", "framing", b.Framing.String())
+		return
+	}
+	log.Warn("backend registered in place of an older registration of its id: closing the older lease",
+		"older_addr", replaced.Addr, "older_policy", replaced.Policy)
+	if old != nil {
+		text := "replaced by a newer registration of id " + itoa(b.ID) + " from " + peer
+		_ = old.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			old.revoke(replaced, text)
+			return nil
+		}))
+	}
+}
+
+// revoke tells a lease whose registration b was replaced why, with an
+// unauthorized error, and closes it. It runs on the lease's loop, which may
+// not be the loop of the newer setup; the lease may have closed meanwhile.
+func (ic *inConn) revoke(b *pool.Backend, text string) {
+	if ic.gc == nil || ic.backend != b {
+		return
+	}
+	ic.loop.p.cfg.Logger.Warn("older lease closed: "+text, "id", b.ID, "addr", b.Addr,
+		"peer", ic.gc.RemoteAddr().String())
+	ic.reply(codec.AppendError(nil, b.ID, codec.CodeUnauthorized, text))
+	ic.closing = true
+	if ic.gc != nil { // a failed write closed it already
+		ic.gc.Close()
+	}
 }
 
 // reply writes one message of the proxy's own on a lease connection.
@@ -313,6 +348,11 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 		}
 	}
 	if ic.backend != nil {
+		l.p.mu.Lock()
+		if l.p.leases[ic.backend] == ic {
+			delete(l.p.leases, ic.backend)
+		}
+		l.p.mu.Unlock()
 		if l.p.registry.Remove(ic.backend) {
 			l.p.cfg.Logger.Info("backend left", "id", ic.backend.ID, "policy", ic.backend.Policy)
 		}

@@ -60,6 +60,10 @@ type proxy struct {
 	life  lifecycle
 	loops map[gnet.EventLoop]*loop
 	list  []*loop // the same loops, for the ticker
+
+	// The lease connection of each registration, to tell it when a newer
+	// registration of its id replaces it: it may live on another loop.
+	leases map[*pool.Backend]*inConn
 }
 
 type lifecycle uint8
@@ -84,6 +88,7 @@ func New(cfg Config) (*Proxy, error) {
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
+		leases:   map[*pool.Backend]*inConn{},
 		epoch:    time.Now(),
 	}
 	p.registry.SetOutlier(pool.Outlier{
