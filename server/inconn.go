@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"net"
 	"strconv"
@@ -46,6 +47,7 @@ type inConn struct {
 
 	// lease
 	backend *pool.Backend
+	regOnly bool // accepted on Config.RegisterListen: takes setups only
 }
 
 // traffic parses what the connection sent.
@@ -179,6 +181,10 @@ func (ic *inConn) message(body []byte) {
 		if ic.role == roleUnknown {
 			ic.role = roleClient
 		}
+		if ic.regOnly { // before the client's path: it never takes this conn
+			ic.fatal(codec.CodeBadRequest, "this address takes only backend registrations")
+			return
+		}
 	}
 	c := l.newCall(ic, m.SrcID, policy)
 	l.metrics.n[mRequests]++
@@ -221,9 +227,15 @@ func (ic *inConn) setup(m *codec.Message) {
 		ic.reply(codec.AppendError(nil, m.ID, codec.CodeBadRequest, text))
 		return
 	}
-	if cfg.RegisterToken != "" && m.Token != cfg.RegisterToken {
-		l.p.cfg.Logger.Warn("setup refused", "id", m.ID, "peer", ic.gc.RemoteAddr().String())
-		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: wrong or missing token"))
+	why := l.p.setupRefusal(ic)
+	if why == "" && cfg.RegisterToken != "" &&
+		subtle.ConstantTimeCompare([]byte(m.Token), []byte(cfg.RegisterToken)) != 1 {
+		why = "wrong or missing token"
+	}
+	if why != "" {
+		l.p.cfg.Logger.Warn("setup refused: "+why, "id", m.ID, "peer", ic.gc.RemoteAddr().String(),
+			"local", ic.gc.LocalAddr().String())
+		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: "+why))
 		ic.closing = true
 		if ic.gc != nil { // a failed write closed it already
 			ic.gc.Close()

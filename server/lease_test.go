@@ -52,9 +52,13 @@ func TestDuplicateBackendGivesUp(t *testing.T) {
 	p := startProxy(t, Config{Loops: 2})
 	first := startBackend(t, p, 1, 7, backend.Upper, codec.Binary)
 	second := startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := first.WaitRegistered(ctx)
+	var err error // nil while the first is still acknowledged: poll
+	waitFor(t, "the older backend to give up", 5*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		err = first.WaitRegistered(ctx)
+		return err != nil && !errors.Is(err, context.DeadlineExceeded)
+	})
 	if !errors.Is(err, backend.ErrRevoked) || !strings.Contains(err.Error(), "replaced by a newer registration") {
 		t.Fatalf("older backend: %v; want ErrRevoked, replaced", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,8 @@ type proxy struct {
 	stopOnce sync.Once
 	runErr   error
 	addr     string
+	regAddr  *net.TCPAddr   // the RegisterListen listener's address; nil: none
+	nets     []netip.Prefix // parsed RegisterCIDR
 	draining atomic.Bool
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
@@ -91,6 +95,7 @@ func New(cfg Config) (*Proxy, error) {
 		leases:   map[*pool.Backend]*inConn{},
 		epoch:    time.Now(),
 	}
+	p.nets, _ = parseNets(cfg.RegisterCIDR) // resolve checked it
 	p.registry.SetOutlier(pool.Outlier{
 		After: cfg.EjectAfter, Base: cfg.EjectTime, Max: cfg.EjectMaxTime,
 		MaxPercent: cfg.MaxEjectedPercent, Probe: cfg.Timeout,
@@ -161,7 +166,13 @@ func (p *Proxy) Start() error {
 
 func (p *proxy) serve() {
 	defer close(p.done)
-	p.runErr = gnet.Run(p, "tcp://"+p.cfg.Listen,
+	// One engine for both listeners (gnet.Rotate), so that a lease, a
+	// client and their data connections share the same event loops.
+	addrs := []string{"tcp://" + p.cfg.Listen}
+	if p.cfg.RegisterListen != "" {
+		addrs = append(addrs, "tcp://"+p.cfg.RegisterListen)
+	}
+	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -180,6 +191,20 @@ func (p *Proxy) Addr() string {
 	default:
 		return ""
 	}
+}
+
+// RegisterAddr is the address of the listener for registrations only
+// (Config.RegisterListen), with the port it got; empty when there is none,
+// or before Start.
+func (p *Proxy) RegisterAddr() string {
+	select {
+	case <-p.p.booted:
+		if a := p.p.regAddr; a != nil {
+			return a.String()
+		}
+	default:
+	}
+	return ""
 }
 
 // Done is closed when the proxy has stopped.
@@ -374,8 +399,15 @@ func (p *proxy) unanswered() int64 {
 func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
 	p.addr = p.cfg.Listen
-	if a := gnetio.Addr(eng); a != nil {
+	if a := gnetio.ListenerAddr(eng, p.cfg.Listen); a != nil {
 		p.addr = a.String()
+	}
+	if p.cfg.RegisterListen != "" {
+		p.regAddr = gnetio.ListenerAddr(eng, p.cfg.RegisterListen)
+		if p.regAddr == nil {
+			p.cfg.Logger.Error("cannot learn the registration listener's address: setups are taken on both",
+				"register_listen", p.cfg.RegisterListen)
+		}
 	}
 	close(p.booted)
 	return gnet.None
@@ -412,12 +444,44 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	l := p.loopOf(c)
-	ic := &inConn{loop: l, gc: c}
+	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c)}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
 	l.conns[ic] = struct{}{}
 	l.metrics.n[mConns]++
 	return nil, gnet.None
+}
+
+// onRegisterListener reports whether c came in on the listener for
+// registrations only.
+func (p *proxy) onRegisterListener(c gnet.Conn) bool {
+	reg := p.regAddr
+	if reg == nil {
+		return false
+	}
+	local, ok := c.LocalAddr().(*net.TCPAddr)
+	return ok && local.Port == reg.Port && (reg.IP.IsUnspecified() || reg.IP.Equal(local.IP))
+}
+
+// setupRefusal returns why a setup on ic may not register, or "".
+func (p *proxy) setupRefusal(ic *inConn) string {
+	if p.regAddr != nil && !ic.regOnly {
+		return "setups are taken on the registration address only"
+	}
+	if len(p.nets) == 0 {
+		return ""
+	}
+	if ta, ok := ic.gc.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			a = a.Unmap()
+			for _, n := range p.nets {
+				if n.Contains(a) {
+					return ""
+				}
+			}
+		}
+	}
+	return "setups are not taken from this address"
 }
 
 // OnClose releases a connection's state; the gnet.Conn is reused afterwards.

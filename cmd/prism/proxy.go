@@ -86,6 +86,9 @@ func runProxy(args []string) int {
 		return 1
 	}
 	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops)
+	if ra := p.RegisterAddr(); ra != "" {
+		logger.Info("registrations listening", "addr", ra)
+	}
 	var admin *http.Server
 	if pa.admin != "" {
 		ln, err := net.Listen("tcp", pa.admin)
