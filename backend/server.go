@@ -49,7 +49,8 @@ type Server struct {
 	started bool
 	closed  bool
 	acked   map[string]bool
-	ackCh   chan struct{} // closed and replaced on each ack change
+	gaveUp  map[string]error // proxies no longer registered with, and why
+	ackCh   chan struct{}    // closed and replaced on each ack change
 
 	served atomic.Uint64
 }
@@ -60,7 +61,8 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
-		ctx: ctx, cancel: cancel, acked: map[string]bool{}, ackCh: make(chan struct{}),
+		ctx: ctx, cancel: cancel, acked: map[string]bool{}, gaveUp: map[string]error{},
+		ackCh: make(chan struct{}),
 	}, nil
 }
 
@@ -123,16 +125,25 @@ func (s *Server) ID() int64 { return s.cfg.ID }
 // Policy returns the policy served.
 func (s *Server) Policy() int64 { return s.cfg.Policy }
 
-// WaitRegistered blocks until every proxy acknowledged the setup.
+// WaitRegistered blocks until every proxy acknowledged the setup. It
+// returns an error wrapping ErrRefused or ErrRevoked when the server gave up
+// on a proxy, or ctx's error.
 func (s *Server) WaitRegistered(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch := s.ackCh
 		all := true
+		var gaveUp error
 		for _, a := range s.cfg.Proxies {
 			all = all && s.acked[a]
+			if err := s.gaveUp[a]; err != nil && gaveUp == nil {
+				gaveUp = fmt.Errorf("proxy %s: %w", a, err)
+			}
 		}
 		s.mu.Unlock()
+		if gaveUp != nil {
+			return gaveUp
+		}
 		if all {
 			return nil
 		}
@@ -144,9 +155,12 @@ func (s *Server) WaitRegistered(ctx context.Context) error {
 	}
 }
 
-func (s *Server) setAcked(addr string, ok bool) {
+func (s *Server) setAcked(addr string, ok bool, gaveUp error) {
 	s.mu.Lock()
 	s.acked[addr] = ok
+	if gaveUp != nil {
+		s.gaveUp[addr] = gaveUp
+	}
 	close(s.ackCh)
 	s.ackCh = make(chan struct{})
 	s.mu.Unlock()
@@ -190,16 +204,26 @@ func (s *Server) stop() {
 }
 
 // holdLease registers with one proxy and keeps the lease open, registering
-// again with backoff when it drops.
+// again with backoff when it drops. It gives up on the proxy when the proxy
+// says that registering again cannot help (giveUp): the setup was refused,
+// or the lease was revoked because another server registered the same id
+// (registering again would take the id back and out of rotation in turn,
+// the two servers fighting over it).
 func (s *Server) holdLease(addr string) {
 	defer s.wg.Done()
 	wait := 50 * time.Millisecond
 	for s.ctx.Err() == nil {
 		err := s.lease(addr)
-		s.setAcked(addr, false)
 		if s.ctx.Err() != nil {
+			s.setAcked(addr, false, nil)
 			return
 		}
+		if giveUp(err) {
+			s.setAcked(addr, false, err)
+			s.cfg.Logger.Error("not registering with this proxy again", "proxy", addr, "id", s.cfg.ID, "err", err)
+			return
+		}
+		s.setAcked(addr, false, nil)
 		s.cfg.Logger.Warn("lease lost; registering again", "proxy", addr, "err", err, "in", wait)
 		select {
 		case <-time.After(wait):
@@ -210,7 +234,32 @@ func (s *Server) holdLease(addr string) {
 	}
 }
 
-var errRefused = errors.New("backend: setup refused")
+var (
+	// ErrRefused is wrapped in the error of a setup a proxy answered with
+	// an error (its code and text follow).
+	ErrRefused = errors.New("backend: setup refused")
+	// ErrRevoked is wrapped in the error of a lease a proxy ended with an
+	// error after acknowledging it, as when a newer registration of the
+	// same id replaced it (code unauthorized).
+	ErrRevoked = errors.New("backend: registration revoked")
+)
+
+// leaseError is a proxy's error message on a lease.
+type leaseError struct {
+	kind       error // ErrRefused or ErrRevoked
+	code, text string
+}
+
+func (e *leaseError) Error() string { return e.kind.Error() + ": " + e.code + ": " + e.text }
+func (e *leaseError) Unwrap() error { return e.kind }
+
+// giveUp reports whether err is a proxy's answer that the same setup would
+// get again: unauthorized (a wrong token, an address not allowed, or a
+// newer registration of the id) or bad_request.
+func giveUp(err error) bool {
+	var le *leaseError
+	return errors.As(err, &le) && (le.code == codec.CodeUnauthorized || le.code == codec.CodeBadRequest)
+}
 
 func (s *Server) lease(addr string) error {
 	d := net.Dialer{Timeout: 2 * time.Second}
@@ -233,13 +282,16 @@ func (s *Server) lease(addr string) error {
 		return err
 	}
 	if m.Type != codec.TypeAck {
-		return fmt.Errorf("%w: %s: %s", errRefused, m.Code, m.Error)
+		return &leaseError{ErrRefused, string([]byte(m.Code)), string([]byte(m.Error))}
 	}
-	s.setAcked(addr, true)
+	s.setAcked(addr, true, nil)
 	s.cfg.Logger.Info("registered", "proxy", addr, "id", s.cfg.ID, "policy", s.cfg.Policy, "port", s.port)
-	for { // the lease stays open; the proxy sends nothing more on it
+	for { // the lease stays open; the proxy sends only an error, then closes
 		if err := c.Recv(&m); err != nil {
 			return err
+		}
+		if m.Type == codec.TypeError {
+			return &leaseError{ErrRevoked, string([]byte(m.Code)), string([]byte(m.Error))}
 		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prism-proxy/prism/codec"
@@ -29,8 +31,21 @@ type Config struct {
 	Retries int
 	// MaxFrame is the largest message accepted, in bytes. Zero: 1 MiB.
 	MaxFrame int
-	// RegisterToken, when set, must be the token of every setup.
+	// RegisterToken, when set, must be the token of every setup (compared
+	// in constant time). Empty: no token needed.
 	RegisterToken string
+	// RegisterCIDR, when set, is a comma-separated list of networks
+	// ("10.0.0.0/8,127.0.0.1/32"; a bare address is one host) that setups
+	// may come from: a setup from another peer address is refused
+	// unauthorized and its connection closed. Empty: any address.
+	RegisterCIDR string
+	// RegisterListen, when set, is a second address, for backend
+	// registrations only, so that clients and backends can be firewalled
+	// apart. Setups on Listen are then refused unauthorized, and requests
+	// on RegisterListen are answered bad_request and the connection closed.
+	// Both are served by the same event loops. It must differ from Listen
+	// as written, port 0 included. Empty: setups on Listen.
+	RegisterListen string
 	// DialTimeout bounds the connection to a backend's data port. Zero: 2s.
 	DialTimeout time.Duration
 	// DownFor is how long a backend whose data port refused a connection is
@@ -112,7 +127,8 @@ const (
 
 // RegisterFlags defines the proxy's command-line flags on fs, bound to c's
 // fields and with the defaults resolve would give them: -listen, -loops,
-// -timeout, -retries, -max-frame, -register-token and -max-inflight. It sets
+// -timeout, -retries, -max-frame, -register-token, -register-cidr,
+// -register-listen and -max-inflight. It sets
 // those fields to their defaults; parsing fs then sets the ones given. The
 // -retries flag counts plainly: 0 there is NoRetries in c.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -123,6 +139,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*retriesFlag)(&c.Retries), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
 	fs.IntVar(&c.MaxFrame, "max-frame", codec.DefaultMaxFrame, "largest message in `bytes`")
 	fs.StringVar(&c.RegisterToken, "register-token", "", "when set, setups must carry this token")
+	fs.StringVar(&c.RegisterCIDR, "register-cidr", "", "comma-separated `networks` allowed to register (setups from elsewhere are refused unauthorized); empty: any")
+	fs.StringVar(&c.RegisterListen, "register-listen", "", "separate `address` for backend registrations only (setups on -listen are then refused); empty: -listen")
 	fs.IntVar(&c.MaxClientInflight, "max-inflight", defaultMaxClientInflight, "requests in flight per client connection before the proxy stops reading it")
 	fs.IntVar(&c.EjectAfter, "eject-after", defaultEjectAfter, "failures in a row that take a backend out of rotation; negative: never (stalls still do)")
 	fs.DurationVar(&c.EjectTime, "eject-time", defaultEjectTime, "first ejection of a backend; doubles with each ejection in a row")
@@ -223,8 +241,40 @@ func (c Config) resolve() (Config, error) {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = min(time.Second, c.Timeout/2)
 	}
+	if _, err := parseNets(c.RegisterCIDR); err != nil {
+		return c, err
+	}
+	if c.RegisterListen != "" && c.RegisterListen == c.Listen {
+		// Even with port 0: the engine tells its listeners apart by the
+		// address as given.
+		return c, fmt.Errorf("server: RegisterListen %q is the Listen address", c.RegisterListen)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c, nil
+}
+
+// parseNets parses Config.RegisterCIDR: comma-separated prefixes or
+// addresses; nil when empty (any address).
+func parseNets(list string) ([]netip.Prefix, error) {
+	var nets []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("server: RegisterCIDR: %q is not a network or an address", f)
+			}
+			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if pfx.Addr().Is4In6() {
+			pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		}
+		nets = append(nets, pfx.Masked())
+	}
+	return nets, nil
 }

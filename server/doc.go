@@ -50,7 +50,11 @@
 //	backend_unavailable  its backend failed before replying, and no retry was left
 //	timeout              no reply within Config.Timeout
 //	overloaded           every backend of the policy is stalled or full
-//	unauthorized         a setup without the right token (then the lease closes)
+//	unauthorized         a setup without the right token, or from a network or
+//	                     listener not allowed to register (then the lease closes);
+//	                     and on a lease replaced by a newer setup of its id:
+//	                     "replaced by a newer registration of id N from ADDR",
+//	                     then it closes (the backend should not register again)
 //	shutting_down        a request read while the proxy drains
 //
 // A stream that cannot be cut into frames is answered once, after the

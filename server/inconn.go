@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/subtle"
 	"errors"
 	"net"
 	"strconv"
@@ -45,6 +47,7 @@ type inConn struct {
 
 	// lease
 	backend *pool.Backend
+	regOnly bool // accepted on Config.RegisterListen: takes setups only
 }
 
 // traffic parses what the connection sent.
@@ -178,6 +181,10 @@ func (ic *inConn) message(body []byte) {
 		if ic.role == roleUnknown {
 			ic.role = roleClient
 		}
+		if ic.regOnly { // before the client's path: it never takes this conn
+			ic.fatal(codec.CodeBadRequest, "this address takes only backend registrations")
+			return
+		}
 	}
 	c := l.newCall(ic, m.SrcID, policy)
 	l.metrics.n[mRequests]++
@@ -220,9 +227,15 @@ func (ic *inConn) setup(m *codec.Message) {
 		ic.reply(codec.AppendError(nil, m.ID, codec.CodeBadRequest, text))
 		return
 	}
-	if cfg.RegisterToken != "" && m.Token != cfg.RegisterToken {
-		l.p.cfg.Logger.Warn("setup refused", "id", m.ID, "peer", ic.gc.RemoteAddr().String())
-		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: wrong or missing token"))
+	why := l.p.setupRefusal(ic)
+	if why == "" && cfg.RegisterToken != "" &&
+		subtle.ConstantTimeCompare([]byte(m.Token), []byte(cfg.RegisterToken)) != 1 {
+		why = "wrong or missing token"
+	}
+	if why != "" {
+		l.p.cfg.Logger.Warn("setup refused: "+why, "id", m.ID, "peer", ic.gc.RemoteAddr().String(),
+			"local", ic.gc.LocalAddr().String())
+		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: "+why))
 		ic.closing = true
 		if ic.gc != nil { // a failed write closed it already
 			ic.gc.Close()
@@ -239,11 +252,48 @@ func (ic *inConn) setup(m *codec.Message) {
 		Addr:    net.JoinHostPort(host, strconv.FormatInt(m.ListenPort, 10)),
 		Framing: ic.split.Framing,
 	}
+	// The registry and the leases change together, and before the ack: a
+	// newer setup of the id, which may follow the ack at once on another
+	// loop, must find this lease to revoke it.
+	l.p.mu.Lock()
 	replaced := l.p.registry.Register(b)
+	old := l.p.leases[replaced]
+	delete(l.p.leases, replaced)
+	l.p.leases[b] = ic
+	l.p.mu.Unlock()
 	ic.backend = b
+	peer := ic.gc.RemoteAddr().String()
 	ic.reply(codec.AppendAck(nil, m.ID, policy))
-	l.p.cfg.Logger.Info("backend registered", "id", b.ID, "policy", b.Policy, "addr", b.Addr,
-		"framing", b.Framing.String(), "replaced", replaced != nil)
+	log := l.p.cfg.Logger.With("id", b.ID, "policy", b.Policy, "addr", b.Addr, "peer", peer)
+	if replaced == nil {
+		log.Info("backend registered", "framing", b.Framing.String())
+		return
+	}
+	log.Warn("backend registered in place of an older registration of its id: closing the older lease",
+		"older_addr", replaced.Addr, "older_policy", replaced.Policy)
+	if old != nil {
+		text := "replaced by a newer registration of id " + itoa(b.ID) + " from " + peer
+		_ = old.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			old.revoke(replaced, text)
+			return nil
+		}))
+	}
+}
+
+// revoke tells a lease whose registration b was replaced why, with an
+// unauthorized error, and closes it. It runs on the lease's loop, which may
+// not be the loop of the newer setup; the lease may have closed meanwhile.
+func (ic *inConn) revoke(b *pool.Backend, text string) {
+	if ic.gc == nil || ic.backend != b {
+		return
+	}
+	ic.loop.p.cfg.Logger.Warn("older lease closed: "+text, "id", b.ID, "addr", b.Addr,
+		"peer", ic.gc.RemoteAddr().String())
+	ic.reply(codec.AppendError(nil, b.ID, codec.CodeUnauthorized, text))
+	ic.closing = true
+	if ic.gc != nil { // a failed write closed it already
+		ic.gc.Close()
+	}
 }
 
 // reply writes one message of the proxy's own on a lease connection.
@@ -305,6 +355,7 @@ func (ic *inConn) flush() {
 func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l := ic.loop
 	ic.gc = nil
+	delete(l.conns, ic)
 	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
 			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)
@@ -312,6 +363,11 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 		}
 	}
 	if ic.backend != nil {
+		l.p.mu.Lock()
+		if l.p.leases[ic.backend] == ic {
+			delete(l.p.leases, ic.backend)
+		}
+		l.p.mu.Unlock()
 		if l.p.registry.Remove(ic.backend) {
 			l.p.cfg.Logger.Info("backend left", "id", ic.backend.ID, "policy", ic.backend.Policy)
 		}

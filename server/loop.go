@@ -35,6 +35,8 @@ type loop struct {
 
 	paused []*inConn // clients not parsing, looked at by the tick
 
+	conns map[*inConn]struct{} // every open inbound connection: for the drain's end
+
 	batch           // write batching (batch.go)
 	chunks []*chunk // recycled link chunks
 	lim    limits   // the proxy's thresholds, copied for locality
@@ -53,7 +55,8 @@ type loop struct {
 }
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryStart}
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, conns: map[*inConn]struct{}{},
+		epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryStart}
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -132,6 +135,37 @@ func (l *loop) tick() {
 	l.flush()
 	l.metrics.n[mHeld] = l.held
 	l.metrics.publish(now)
+}
+
+// abort ends the loop's share of an expired drain: every call still
+// unanswered is answered shutting_down (in its turn, through answerError),
+// the answers are written, and then every inbound connection (clients and
+// leases) is closed, gnet writing what the socket had not taken yet before
+// it closes the fd. It returns how many calls it answered. Calls on links
+// stay there until the engine stops: a reply that comes first is late.
+func (l *loop) abort() (answered int) {
+	for _, ic := range l.active {
+		// The front of a queue is its oldest unanswered call (answers
+		// behind it wait in their calls): answering it delivers it and
+		// every answered call after it, up to the next unanswered one.
+		for {
+			c, ok := ic.queue.Front()
+			if !ok || !c.unanswered() {
+				break
+			}
+			l.answerError(c, codec.CodeShuttingDown, "the proxy shut down before the reply came")
+			answered++
+		}
+	}
+	l.flush()
+	for ic := range l.conns {
+		ic.closing = true
+		if ic.gc != nil {
+			ic.gc.Close()
+		}
+	}
+	l.metrics.publish(l.clock())
+	return answered
 }
 
 // Buffers on the request path live in the loop, not in a sync.Pool

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +24,9 @@ var (
 	ErrClosed = errors.New("server: proxy closed")
 	// ErrStarted is returned by Start on a proxy already started.
 	ErrStarted = errors.New("server: proxy already started")
+	// ErrDrainExpired is wrapped in Shutdown's error when its context ended
+	// with requests in flight, which were answered "shutting_down".
+	ErrDrainExpired = errors.New("server: drain expired: requests in flight answered shutting_down")
 )
 
 // Proxy is the Prism reverse proxy: one gnet engine serving clients and
@@ -47,6 +53,8 @@ type proxy struct {
 	stopOnce sync.Once
 	runErr   error
 	addr     string
+	regAddr  *net.TCPAddr   // the RegisterListen listener's address; nil: none
+	nets     []netip.Prefix // parsed RegisterCIDR
 	draining atomic.Bool
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
@@ -56,6 +64,10 @@ type proxy struct {
 	life  lifecycle
 	loops map[gnet.EventLoop]*loop
 	list  []*loop // the same loops, for the ticker
+
+	// The lease connection of each registration, to tell it when a newer
+	// registration of its id replaces it: it may live on another loop.
+	leases map[*pool.Backend]*inConn
 }
 
 type lifecycle uint8
@@ -80,8 +92,10 @@ func New(cfg Config) (*Proxy, error) {
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
+		leases:   map[*pool.Backend]*inConn{},
 		epoch:    time.Now(),
 	}
+	p.nets, _ = parseNets(cfg.RegisterCIDR) // resolve checked it
 	p.registry.SetOutlier(pool.Outlier{
 		After: cfg.EjectAfter, Base: cfg.EjectTime, Max: cfg.EjectMaxTime,
 		MaxPercent: cfg.MaxEjectedPercent, Probe: cfg.Timeout,
@@ -152,7 +166,13 @@ func (p *Proxy) Start() error {
 
 func (p *proxy) serve() {
 	defer close(p.done)
-	p.runErr = gnet.Run(p, "tcp://"+p.cfg.Listen,
+	// One engine for both listeners (gnet.Rotate), so that a lease, a
+	// client and their data connections share the same event loops.
+	addrs := []string{"tcp://" + p.cfg.Listen}
+	if p.cfg.RegisterListen != "" {
+		addrs = append(addrs, "tcp://"+p.cfg.RegisterListen)
+	}
+	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -173,15 +193,40 @@ func (p *Proxy) Addr() string {
 	}
 }
 
+// RegisterAddr is the address of the listener for registrations only
+// (Config.RegisterListen), with the port it got; empty when there is none,
+// or before Start.
+func (p *Proxy) RegisterAddr() string {
+	select {
+	case <-p.p.booted:
+		if a := p.p.regAddr; a != nil {
+			return a.String()
+		}
+	default:
+	}
+	return ""
+}
+
 // Done is closed when the proxy has stopped.
 func (p *Proxy) Done() <-chan struct{} { return p.p.done }
 
 // Shutdown stops the proxy gracefully: new connections are closed at once,
 // new requests are answered "shutting_down", and requests in flight are
-// answered (by their backend, or by their timeout) before the engine stops.
-// When ctx ends first, the engine is stopped anyway, Shutdown returns ctx's
-// error without waiting for the loops to finish, and Done tells when they
-// did. Shutdown before Start returns at once, and Start then fails.
+// answered (by their backend, or by their timeout) before the engine
+// stops. It logs the drain's start, its progress every second and its end,
+// with counts.
+//
+// When ctx ends first, the drain has expired: each loop answers every
+// request still unanswered with "shutting_down", writes the answers, and
+// closes its client and lease connections; then the engine stops. That
+// takes at most drainGrace more, and Shutdown returns an error that wraps
+// ErrDrainExpired and ctx's error (or only ctx's error when the loops did
+// not finish within drainGrace: Done tells when they did). When nothing
+// was left to answer at the deadline, the drain counts as complete.
+//
+// Shutdown returns nil once the drain completed and the engine stopped.
+// Before Start it returns at once, and Start then fails. Safe from any
+// goroutine; a second call drains along with the first.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	px := p.p
 	px.mu.Lock()
@@ -199,28 +244,93 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-px.done:
 		return nil
 	}
-	var err error
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	log := px.cfg.Logger
+	began := time.Now()
 	// The loops publish their counts every millisecond while busy: have them
 	// publish now, and on every look, so that a request read a moment ago
 	// is not missed.
-	for px.syncMetrics(); px.unanswered() > 0; px.syncMetrics() {
+	px.syncMetrics()
+	inflight := px.unanswered()
+	log.Info("drain started", "inflight", inflight)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	expired := false
+	for px.syncMetrics(); !expired && px.unanswered() > 0; px.syncMetrics() {
 		select {
 		case <-ctx.Done():
-			err = ctx.Err()
+			expired = true
+		case <-progress.C:
+			log.Info("draining", "unanswered", px.unanswered(), "elapsed", time.Since(began).Round(time.Millisecond))
 		case <-tick.C:
-			continue
 		}
-		break
 	}
+	if !expired {
+		log.Info("drain complete", "answered", inflight, "elapsed", time.Since(began).Round(time.Millisecond))
+		px.stopOnce.Do(func() { go px.stop() })
+		select {
+		case <-px.stopped:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	grace, cancel := context.WithTimeout(context.Background(), drainGrace)
+	defer cancel()
+	aborted, complete := px.abort(grace)
+	log.Warn("drain expired: requests in flight answered shutting_down",
+		"inflight", inflight, "shutting_down", aborted, "answered", max(inflight-int64(aborted), 0),
+		"all_loops", complete, "elapsed", time.Since(began).Round(time.Millisecond))
 	px.stopOnce.Do(func() { go px.stop() })
 	select {
 	case <-px.stopped:
-		return err
-	case <-ctx.Done():
+	case <-grace.Done():
 		return ctx.Err()
 	}
+	switch {
+	case !complete:
+		return ctx.Err()
+	case aborted > 0:
+		return fmt.Errorf("%w (%d requests): %w", ErrDrainExpired, aborted, ctx.Err())
+	}
+	return nil
+}
+
+// drainGrace bounds what Shutdown does after an expired drain: answering
+// the calls left, writing, closing and stopping the engine.
+const drainGrace = 2 * time.Second
+
+// abort has every loop answer its unanswered calls shutting_down and close
+// its inbound connections (loop.abort), through the loops' task queues. It
+// returns how many calls were answered so, and whether every loop did it
+// before ctx ended.
+func (p *proxy) abort(ctx context.Context) (answered int, complete bool) {
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	results := make(chan int, len(loops))
+	pending := 0
+	for _, l := range loops {
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			results <- l.abort()
+			return nil
+		}))
+		if err == nil {
+			pending++
+		}
+	}
+	for ; pending > 0; pending-- {
+		select {
+		case n := <-results:
+			answered += n
+		case <-ctx.Done():
+			return answered, false
+		case <-p.done:
+			return answered, false
+		}
+	}
+	return answered, true
 }
 
 // stop stops the engine, waits for its loops to end, and closes what they
@@ -289,8 +399,15 @@ func (p *proxy) unanswered() int64 {
 func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
 	p.addr = p.cfg.Listen
-	if a := gnetio.Addr(eng); a != nil {
+	if a := gnetio.ListenerAddr(eng, p.cfg.Listen); a != nil {
 		p.addr = a.String()
+	}
+	if p.cfg.RegisterListen != "" {
+		p.regAddr = gnetio.ListenerAddr(eng, p.cfg.RegisterListen)
+		if p.regAddr == nil {
+			p.cfg.Logger.Error("cannot learn the registration listener's address: setups are taken on both",
+				"register_listen", p.cfg.RegisterListen)
+		}
 	}
 	close(p.booted)
 	return gnet.None
@@ -327,11 +444,44 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	l := p.loopOf(c)
-	ic := &inConn{loop: l, gc: c}
+	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c)}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
+	l.conns[ic] = struct{}{}
 	l.metrics.n[mConns]++
 	return nil, gnet.None
+}
+
+// onRegisterListener reports whether c came in on the listener for
+// registrations only.
+func (p *proxy) onRegisterListener(c gnet.Conn) bool {
+	reg := p.regAddr
+	if reg == nil {
+		return false
+	}
+	local, ok := c.LocalAddr().(*net.TCPAddr)
+	return ok && local.Port == reg.Port && (reg.IP.IsUnspecified() || reg.IP.Equal(local.IP))
+}
+
+// setupRefusal returns why a setup on ic may not register, or "".
+func (p *proxy) setupRefusal(ic *inConn) string {
+	if p.regAddr != nil && !ic.regOnly {
+		return "setups are taken on the registration address only"
+	}
+	if len(p.nets) == 0 {
+		return ""
+	}
+	if ta, ok := ic.gc.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			a = a.Unmap()
+			for _, n := range p.nets {
+				if n.Contains(a) {
+					return ""
+				}
+			}
+		}
+	}
+	return "setups are not taken from this address"
 }
 
 // OnClose releases a connection's state; the gnet.Conn is reused afterwards.

@@ -98,6 +98,8 @@ func TestParseProxyArgs(t *testing.T) {
 	def := server.Config{
 		Listen: "127.0.0.1:9000", Loops: runtime.NumCPU(), Timeout: 5 * time.Second, Retries: 1,
 		MaxFrame: 1 << 20, MaxClientInflight: 1024,
+		EjectAfter: 5, EjectTime: time.Second, EjectMaxTime: 30 * time.Second, MaxEjectedPercent: 50,
+		MaxMemory: 1 << 30, RetryBudget: 20,
 	}
 	with := func(f func(*server.Config)) server.Config { c := def; f(&c); return c }
 	for _, tt := range []struct {

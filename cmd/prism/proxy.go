@@ -41,7 +41,8 @@ func parseProxyArgs(args []string) (pa proxyArgs, code int, done bool) {
 	pa.cfg.RegisterFlags(fs)
 	port := fs.Int("port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
 	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /backends); empty: off")
-	fs.DurationVar(&pa.drain, "drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight")
+	fs.DurationVar(&pa.drain, "drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight; "+
+		"then they are answered shutting_down and the exit status is 1 (0 when all were answered); a second signal exits at once with 130")
 	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail")
 	if code, done := parseFlags(fs, args); done {
 		return pa, code, true
@@ -69,6 +70,11 @@ func runProxy(args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	pa.cfg.Logger = logger
+	// Before anything is logged: a signal sent on seeing the first line
+	// must find the handler installed.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	raiseProcs(pa.cfg.Loops)
 	p, err := server.New(pa.cfg)
 	if err != nil {
@@ -80,6 +86,9 @@ func runProxy(args []string) int {
 		return 1
 	}
 	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops)
+	if ra := p.RegisterAddr(); ra != "" {
+		logger.Info("registrations listening", "addr", ra)
+	}
 	var admin *http.Server
 	if pa.admin != "" {
 		ln, err := net.Listen("tcp", pa.admin)
@@ -93,22 +102,57 @@ func runProxy(args []string) int {
 		go serveAdmin(admin, ln, logger)
 	}
 	// The admin endpoint stays up through the drain, to watch it.
-	defer shutdownAdmin(admin, logger)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	forced := false
+	defer func() {
+		if !forced { // a forced exit does not wait for admin requests either
+			shutdownAdmin(admin, logger)
+		}
+	}()
 	select {
 	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String(), "inflight", p.Metrics().Snapshot().Inflight)
+		logger.Info("shutting down", "signal", s.String(), "drain", pa.drain)
 	case <-p.Done():
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), pa.drain)
+	var status int
+	status, forced = drainProxy(p, pa.drain, sig, logger)
+	return status
+}
+
+// Exit statuses of the proxy command after SIGINT or SIGTERM.
+const (
+	exitDrained = 0   // every request in flight was answered by its backend or its timeout
+	exitExpired = 1   // the drain expired: the rest were answered shutting_down
+	exitForced  = 130 // a second signal: exit at once, whatever is in flight
+)
+
+// drainProxy shuts p down within drain and returns the exit status, and
+// whether a second signal on sig forced it (then p may still be draining:
+// the process is about to exit).
+func drainProxy(p *server.Proxy, drain time.Duration, sig <-chan os.Signal, logger *slog.Logger) (code int, forced bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if err := p.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	res := make(chan error, 1)
+	go shutdownProxy(ctx, p, res)
+	select {
+	case err := <-res:
+		switch {
+		case err == nil:
+			return exitDrained, false
+		case errors.Is(err, server.ErrDrainExpired):
+			return exitExpired, false
+		}
 		logger.Error("shutdown", "err", err)
-		return 1
+		return exitExpired, false
+	case s := <-sig:
+		logger.Warn("second signal: exiting at once, requests in flight get no answer",
+			"signal", s.String(), "inflight", p.Metrics().Snapshot().Inflight)
+		return exitForced, true
 	}
-	return 0
+}
+
+func shutdownProxy(ctx context.Context, p *server.Proxy, res chan<- error) {
+	res <- p.Shutdown(ctx)
 }
 
 // newAdminServer is the admin endpoint's HTTP server. Its timeouts keep a

@@ -36,12 +36,29 @@ func stopEngine(ctx context.Context, eng gnet.Engine) {
 }
 
 // Addr returns the address eng's listener is bound to (with the port it
-// got for port 0), or nil when it cannot be learned. Call it from OnBoot.
+// got for port 0), or nil when it cannot be learned (an engine with several
+// listeners: see ListenerAddr). Call it from OnBoot.
 func Addr(eng gnet.Engine) *net.TCPAddr {
 	fd, err := eng.Dup()
 	if err != nil {
 		return nil
 	}
+	return boundAddr(fd)
+}
+
+// ListenerAddr is Addr for the listener of eng on the TCP address addr, as
+// given to gnet.Run or gnet.Rotate without its "tcp://"; for engines with
+// several listeners.
+func ListenerAddr(eng gnet.Engine, addr string) *net.TCPAddr {
+	fd, err := eng.DupListener("tcp", addr)
+	if err != nil {
+		return nil
+	}
+	return boundAddr(fd)
+}
+
+// boundAddr returns the address of the socket fd, and closes fd.
+func boundAddr(fd int) *net.TCPAddr {
 	defer unix.Close(fd)
 	sa, err := unix.Getsockname(fd)
 	if err != nil {

@@ -1,0 +1,132 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prism-proxy/prism/client"
+	"github.com/prism-proxy/prism/codec"
+)
+
+// recordHandler keeps the messages logged at error level.
+type recordHandler struct {
+	slog.Handler
+	mu     sync.Mutex
+	errors []string
+}
+
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		var b strings.Builder
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			b.WriteString(" " + a.String())
+			return true
+		})
+		h.mu.Lock()
+		h.errors = append(h.errors, b.String())
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+func (h *recordHandler) logged() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.errors...)
+}
+
+// A proxy that refuses the setup, or revokes the lease after acknowledging
+// it, with a code that registering again cannot change, is given up on:
+// the backend says why and does not dial it again. Other errors and a
+// dropped lease are retried.
+func TestLeaseGivesUp(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ack     bool
+		code    string
+		want    error
+		giveUp  bool
+		logText string
+	}{
+		{"refused unauthorized", false, codec.CodeUnauthorized, ErrRefused, true, "setup refused: wrong or missing token"},
+		{"refused bad_request", false, codec.CodeBadRequest, ErrRefused, true, "listenport must be 1..65535"},
+		{"replaced", true, codec.CodeUnauthorized, ErrRevoked, true, "replaced by a newer registration of id 1 from 10.0.0.2:4000"},
+		{"shutting down", true, codec.CodeShuttingDown, nil, false, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			var dials atomic.Int32
+			go fakeProxy(ln, &dials, tt.ack, tt.code, tt.logText)
+			h := &recordHandler{Handler: quiet.Handler()}
+			s := start(t, Config{ID: 1, Proxies: []string{ln.Addr().String()}, Logger: slog.New(h), Retry: 20 * time.Millisecond})
+			if !tt.giveUp {
+				waitDials(t, &dials, 3) // it keeps registering again
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = s.WaitRegistered(ctx)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.code+": "+tt.logText) {
+				t.Fatalf("WaitRegistered: %v; want %v with %q", err, tt.want, tt.logText)
+			}
+			// The lease goroutine logs, then returns: once logged, no dial can follow.
+			deadline := time.Now().Add(5 * time.Second)
+			for len(h.logged()) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("giving up was not logged")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if got := h.logged()[0]; !strings.Contains(got, "not registering with this proxy again") || !strings.Contains(got, tt.logText) {
+				t.Errorf("logged %q; want the reason", got)
+			}
+			s.Close() // waits for the lease goroutines
+			if n := dials.Load(); n != 1 {
+				t.Errorf("dialed the proxy %d times; want 1", n)
+			}
+		})
+	}
+}
+
+// fakeProxy answers each setup with an ack and then an error of code, or
+// with only the error, and closes.
+func fakeProxy(ln net.Listener, dials *atomic.Int32, ack bool, code, text string) {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		dials.Add(1)
+		c := client.New(nc, client.Options{})
+		var m codec.Message
+		if err := c.Recv(&m); err == nil {
+			if ack {
+				c.SendRaw(codec.AppendAck(nil, m.ID, 0))
+			}
+			c.SendRaw(codec.AppendError(nil, m.ID, code, text))
+			c.Flush()
+		}
+		nc.Close()
+	}
+}
+
+func waitDials(t *testing.T, dials *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); dials.Load() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("dialed %d times; want at least %d", dials.Load(), n)
+		}
+	}
+}
