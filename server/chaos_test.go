@@ -715,4 +715,3 @@ func rssBytes(t testing.TB) int64 {
 	t.Error("no VmRSS in /proc/self/status")
 	return 0
 }
-
