@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,8 +62,9 @@ func TestChaos(t *testing.T) {
 	r.run(d, 40*time.Millisecond, 150*time.Millisecond, nil)
 	r.report()
 	r.shutdown()
+	t.Logf("proxy at %s (port %04X)", r.p.Addr(), r.p.p.addrPort())
 
-	goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"))
+	goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"))
 	waitFDs(t, fdsBefore, 8)
 }
 
@@ -106,7 +108,7 @@ func TestSoak(t *testing.T) {
 	})
 	r.report()
 	r.shutdown()
-	goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"))
+	goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"))
 	waitFDs(t, fdsBefore, 8)
 	if len(samples) < 4 {
 		t.Logf("%d samples: too few to judge RSS growth (make -soak.every smaller)", len(samples))
@@ -183,6 +185,12 @@ func newRig(t *testing.T) *rig {
 		return len(p.Backends()) == chaosPolicies*chaosPerPolicy
 	})
 	return r
+}
+
+func (p *proxy) addrPort() int {
+	_, port, _ := net.SplitHostPort(p.addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 func startRealBackend(proxy string, id, policy int64) (*backend.Server, error) {
@@ -674,25 +682,59 @@ func (fb *chaosBackend) kill() {
 // countFDs counts the process's open file descriptors.
 func countFDs(t testing.TB) int {
 	t.Helper()
+	return len(openFDs(t))
+}
+
+// openFDs maps the process's open file descriptors to what they are.
+func openFDs(t testing.TB) map[string]string {
+	t.Helper()
 	es, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
-	return len(es)
+	fds := make(map[string]string, len(es))
+	for _, e := range es {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		fds[e.Name()] = target
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			fds[e.Name()] += " " + socketInfo(strings.TrimSuffix(inode, "]"))
+		}
+	}
+	return fds
 }
 
-// waitFDs waits until the open fds are at most before+margin.
+// socketInfo finds a socket's line in /proc/self/net (tcp: local and
+// remote address in hex, state), for the log of a leak.
+func socketInfo(inode string) string {
+	for _, f := range []string{"tcp", "tcp6", "unix"} {
+		b, _ := os.ReadFile("/proc/self/net/" + f)
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if slices.Contains(fields, inode) {
+				return f + " " + strings.Join(fields[:min(len(fields), 4)], " ")
+			}
+		}
+	}
+	return "(unknown)"
+}
+
+// waitFDs waits until no more fds are open than before, and fails when
+// more than margin stay open; the extra ones are logged.
 func waitFDs(t testing.TB, before, margin int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for {
-		n := countFDs(t)
-		if n <= before+margin {
+		fds := openFDs(t)
+		n := len(fds)
+		if n <= before || time.Now().After(deadline) {
 			t.Logf("fds: %d before, %d after", before, n)
+			if n > before {
+				t.Logf("open fds: %v", fds)
+			}
+			if n > before+margin {
+				t.Fatalf("fds: %d before, %d after: a leak", before, n)
+			}
 			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fds: %d before, %d after: a leak", before, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
