@@ -570,7 +570,8 @@ func registerLease(proxy string, id, policy int64, port int) (net.Conn, error) {
 	c.SendRaw(codec.AppendSetup(nil, id, policy, port, ""))
 	var m codec.Message
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := c.Flush(); err == nil {
+	err = c.Flush()
+	if err == nil {
 		err = c.Recv(&m)
 	}
 	if err != nil || m.Type != codec.TypeAck {
