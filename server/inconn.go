@@ -150,6 +150,7 @@ func (ic *inConn) fatal(code, text string) {
 	}
 	ic.closing = true
 	ic.gc.Discard(-1)
+	ic.loop.p.cfg.Logger.Debug("closing a client connection", "peer", ic.gc.RemoteAddr().String(), "code", code, "reason", text)
 	c := ic.loop.newCall(ic, 0, 0)
 	ic.loop.answerError(c, code, text)
 }
@@ -342,6 +343,8 @@ func (ic *inConn) flush() {
 	}
 	if ic.gc.OutboundBuffered() > ic.loop.lim.outClose {
 		ic.closing = true
+		ic.loop.p.cfg.Logger.Debug("closing a client connection that does not read its answers",
+			"peer", ic.gc.RemoteAddr().String(), "unsent", ic.gc.OutboundBuffered(), "queued", ic.queue.Len())
 		ic.gc.Close() // the client does not read its replies
 		return
 	}

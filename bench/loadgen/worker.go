@@ -405,8 +405,11 @@ func (w *worker) writeRequests(c *client.Conn, done <-chan struct{}) error {
 			tail++
 			w.seq++
 			n++
+			// Published before the write: a large request fills the
+			// client's buffer, which then writes at once, and a quick
+			// answer ("overloaded") may be read before the batch ends.
+			w.tail.Store(tail)
 			if err := c.SendRaw(w.nextBody()); err != nil {
-				w.tail.Store(tail)
 				return err
 			}
 		}
