@@ -60,6 +60,16 @@ type proxy struct {
 	epoch time.Time      // the loops' clock counts from here (monotonic)
 	tails sync.WaitGroup // half-closed clients' writers (halfclose.go)
 
+	// Inbound connections open, across loops, against Config.MaxConns; an
+	// atomic add per connection opened or closed, none per request.
+	open    atomic.Int64
+	refused atomic.Int64 // connections closed at once for the cap
+
+	// The tick's own (OnTick runs on one goroutine): what the refusal log
+	// reported last, and when.
+	refusedLogged int64
+	refusedLogAt  time.Time
+
 	mu    sync.Mutex
 	life  lifecycle
 	loops map[gnet.EventLoop]*loop
@@ -443,8 +453,15 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if p.draining.Load() {
 		return nil, gnet.Close
 	}
+	// Past the cap the connection is closed here, before it is read:
+	// returning Close frees its descriptor before this loop takes another.
+	if p.open.Add(1) > int64(p.cfg.MaxConns) {
+		p.open.Add(-1)
+		p.refused.Add(1)
+		return nil, gnet.Close
+	}
 	l := p.loopOf(c)
-	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c)}
+	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c), lastRead: l.clock()}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
 	l.conns[ic] = struct{}{}
@@ -493,6 +510,7 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *inConn:
 		x.closed(c, err)
 		x.loop.metrics.n[mConns]--
+		p.open.Add(-1)
 		x.loop.flush()
 	case *wake:
 		x.ready = false
@@ -523,7 +541,24 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 		_ = l.el.Execute(context.Background(), l.tickTask)
 	}
 	p.mu.Unlock()
+	p.logRefused()
 	return tickInterval(p.cfg.Timeout), gnet.None
+}
+
+// refusedLogEvery spaces the refusal log: a flood must not become a log
+// line per connection.
+const refusedLogEvery = time.Second
+
+// logRefused logs the connections refused at the cap since the last line,
+// at most once per refusedLogEvery.
+func (p *proxy) logRefused() {
+	n := p.refused.Load()
+	if n == p.refusedLogged || time.Since(p.refusedLogAt) < refusedLogEvery {
+		return
+	}
+	p.cfg.Logger.Warn("connections refused: at the connection cap (-max-conns)",
+		"refused", n-p.refusedLogged, "total", n, "max_conns", p.cfg.MaxConns)
+	p.refusedLogged, p.refusedLogAt = n, time.Now()
 }
 
 func tickInterval(timeout time.Duration) time.Duration {
