@@ -46,16 +46,18 @@ type proxy struct {
 	registry *pool.Registry
 	metrics  *Metrics
 
-	engine   gnet.Engine
-	booted   chan struct{}
-	done     chan struct{} // closed when the engine returned
-	stopped  chan struct{} // closed when Shutdown's stop is complete
-	stopOnce sync.Once
-	runErr   error
-	addr     string
-	regAddr  *net.TCPAddr   // the RegisterListen listener's address; nil: none
-	nets     []netip.Prefix // parsed RegisterCIDR
-	draining atomic.Bool
+	engine    gnet.Engine
+	booted    chan struct{}
+	done      chan struct{} // closed when the engine returned
+	stopped   chan struct{} // closed when Shutdown's stop is complete
+	stopOnce  sync.Once
+	runErr    error
+	addr      string
+	regAddr   *net.TCPAddr   // the RegisterListen listener's address; nil: none
+	listen    string         // Config.Listen, its port 0 resolved (listenAddr)
+	regListen string         // Config.RegisterListen, the same
+	nets      []netip.Prefix // parsed RegisterCIDR
+	draining  atomic.Bool
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
 	tails sync.WaitGroup // half-closed clients' writers (halfclose.go)
@@ -178,18 +180,60 @@ func (p *proxy) serve() {
 	defer close(p.done)
 	// One engine for both listeners (gnet.Rotate), so that a lease, a
 	// client and their data connections share the same event loops.
-	addrs := []string{"tcp://" + p.cfg.Listen}
-	if p.cfg.RegisterListen != "" {
-		addrs = append(addrs, "tcp://"+p.cfg.RegisterListen)
+	listen, err := listenAddr(p.cfg.Listen)
+	if err == nil && p.cfg.RegisterListen != "" {
+		p.regListen, err = listenAddr(p.cfg.RegisterListen)
+	}
+	if err != nil {
+		p.runErr = err
+		return
+	}
+	p.listen = listen
+	addrs := []string{"tcp://" + listen}
+	if p.regListen != "" {
+		addrs = append(addrs, "tcp://"+p.regListen)
 	}
 	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
+		gnet.WithReusePort(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetio.Logger(p.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
+}
+
+// listenAddr returns the address to give gnet, which runs with a listener
+// per loop (SO_REUSEPORT).
+//
+// Without that gnet accepts on a goroutine of its own that drains the listen
+// queue in a burst and hands each connection to a loop: under a flood
+// hundreds of connections hold a descriptor before any OnOpen can refuse
+// one, and the acceptor meets EMFILE, which stops the engine, whatever the
+// cap (measured: the flood test in cmd/prism). With a listener per loop,
+// a loop accepts one connection per event and OnOpen runs at once on the
+// same goroutine, so a refused connection gives its descriptor back
+// before the loop accepts another: at most one per loop is over the cap.
+// Linux balances a port's connections across its listeners; elsewhere
+// gnet ignores the option with several loops (BSD does not balance), and
+// the cap is then only as good as acceptMargin.
+//
+// Port 0 would give each loop's listener a port of its own: a free port
+// is picked first (another process could take it in between: port 0 is
+// for tests).
+func listenAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port != "0" {
+		return listen, nil // gnet reports a bad address
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", err
+	}
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	return net.JoinHostPort(host, port), nil
 }
 
 // Addr is the address the proxy listens on, with the port it got; empty
@@ -408,12 +452,12 @@ func (p *proxy) unanswered() int64 {
 // OnBoot learns the listening port and releases Start.
 func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
-	p.addr = p.cfg.Listen
-	if a := gnetio.ListenerAddr(eng, p.cfg.Listen); a != nil {
+	p.addr = p.listen
+	if a := gnetio.ListenerAddr(eng, p.listen); a != nil {
 		p.addr = a.String()
 	}
 	if p.cfg.RegisterListen != "" {
-		p.regAddr = gnetio.ListenerAddr(eng, p.cfg.RegisterListen)
+		p.regAddr = gnetio.ListenerAddr(eng, p.regListen)
 		if p.regAddr == nil {
 			p.cfg.Logger.Error("cannot learn the registration listener's address: setups are taken on both",
 				"register_listen", p.cfg.RegisterListen)
