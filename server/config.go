@@ -100,6 +100,40 @@ type Config struct {
 	// retry the budget refuses is answered backend_unavailable. Zero: 20;
 	// negative: no budget (only Retries bounds them).
 	RetryBudget int
+	// MaxConns caps the inbound connections (clients and leases alike: they
+	// are told apart only by their first message) open at once. A
+	// connection past it is closed as soon as it opens, before it is read:
+	// it has sent nothing, so no answer could be in its framing, and the
+	// peer sees the connection closed (EOF). Refusals are counted
+	// (prism_connections_refused_total) and logged at most once a second.
+	//
+	// The cap is what keeps gnet's acceptor from ever meeting EMFILE, which
+	// stops the whole engine: zero or negative derives it from the soft
+	// open-files limit (RLIMIT_NOFILE) as HAProxy derives maxconn, keeping
+	// a reserve for the proxy's own descriptors (listener, pollers,
+	// doorbells, admin port), for backend data links (one per backend per
+	// loop) and for connections accepted while the cap is reached (gnet
+	// accepts them before OnOpen can refuse them): see connBudget. A value
+	// above what the limit allows with that reserve is refused by New with
+	// an error rather than clamped: a cap the process cannot honour is a
+	// deployment mistake (raise the limit: ulimit -n). The budget assumes
+	// the proxy is the process's main user of descriptors.
+	MaxConns int
+	// IdleTimeout closes a client connection with no request in flight and
+	// no byte read for this long; nothing is written to it (there is no
+	// request to answer). Leases are exempt: a backend's registration is
+	// idle by nature. Zero: 5m; negative: off (the -idle-timeout flag takes
+	// 0 for off). Checked by a coarse scan (at most every second), so a
+	// connection may live up to a second past it.
+	IdleTimeout time.Duration
+	// FrameTimeout bounds how long a connection may hold an incomplete
+	// message (a slowloris): past it the connection is answered
+	// bad_request "incomplete message for too long", after the requests
+	// already queued, and closed. It applies to leases too. It also bounds
+	// how long one message may take to arrive, so keep it well above
+	// MaxFrame over the slowest client's bandwidth. Zero: 10s; negative:
+	// off (the -frame-timeout flag takes 0 for off).
+	FrameTimeout time.Duration
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -123,12 +157,15 @@ const (
 	defaultMaxEjectedPercent  = 50
 	defaultRetryBudget        = 20
 	defaultMaxMemory          = 1 << 30
+	defaultIdleTimeout        = 5 * time.Minute
+	defaultFrameTimeout       = 10 * time.Second
 )
 
 // RegisterFlags defines the proxy's command-line flags on fs, bound to c's
 // fields and with the defaults resolve would give them: -listen, -loops,
 // -timeout, -retries, -max-frame, -register-token, -register-cidr,
-// -register-listen and -max-inflight. It sets
+// -register-listen, -max-inflight, the ejection, memory and retry-budget
+// flags, -max-conns, -idle-timeout and -frame-timeout. It sets
 // those fields to their defaults; parsing fs then sets the ones given. The
 // -retries flag counts plainly: 0 there is NoRetries in c.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -149,6 +186,34 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
 	fs.Int64Var(&c.MaxMemory, "max-memory", defaultMaxMemory, "`bytes` held for requests on their way and replies waiting their turn, at most")
 	fs.IntVar(&c.RetryBudget, "retry-budget", defaultRetryBudget, "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "inbound connections open at once, past which new ones are closed; 0: derived from the open-files limit")
+	c.IdleTimeout = defaultIdleTimeout
+	fs.Var((*offDuration)(&c.IdleTimeout), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
+	c.FrameTimeout = defaultFrameTimeout
+	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
+}
+
+// offDuration is a Config timeout as a flag whose 0 means off: negative in
+// the Config, where 0 means the default.
+type offDuration time.Duration
+
+func (d *offDuration) String() string {
+	if d == nil || *d < 0 {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *offDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("parse error")
+	case v <= 0:
+		v = -1
+	}
+	*d = offDuration(v)
+	return nil
 }
 
 // retriesFlag is Config.Retries as the -retries flag: a plain count, whose 0
@@ -248,6 +313,23 @@ func (c Config) resolve() (Config, error) {
 		// Even with port 0: the engine tells its listeners apart by the
 		// address as given.
 		return c, fmt.Errorf("server: RegisterListen %q is the Listen address", c.RegisterListen)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = defaultIdleTimeout
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = defaultFrameTimeout
+	}
+	limit := openFilesLimit()
+	def, most := connBudget(limit, c.Loops)
+	switch {
+	case most < 1:
+		return c, fmt.Errorf("server: the open-files limit %d is too low: the proxy keeps %d files for its own use; raise it (ulimit -n)", limit, limit-most)
+	case c.MaxConns <= 0:
+		c.MaxConns = def
+	case c.MaxConns > most:
+		return c, fmt.Errorf("server: MaxConns %d is more than the open-files limit allows: %d files, of which %d are kept for the proxy's own use; raise the limit (ulimit -n) or lower MaxConns to at most %d",
+			c.MaxConns, limit, limit-most, most)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -45,6 +45,12 @@ type inConn struct {
 	blocked *link // a pressured link this client waits for
 	active  bool  // in loop.active
 
+	// For the loop's scan of idle and slow connections (conns.go), in loop
+	// clock: the last read, and since when it holds a partial message (0:
+	// none). Stamped from loop.stamp: no clock read of their own.
+	lastRead     int64
+	partialSince int64
+
 	// lease
 	backend *pool.Backend
 	regOnly bool // accepted on Config.RegisterListen: takes setups only
@@ -85,18 +91,30 @@ func (ic *inConn) parse() {
 	if ic.closing {
 		return
 	}
-	ic.loop.stamp = ic.loop.clock()
+	l := ic.loop
+	l.stamp = l.clock()
+	ic.lastRead = l.stamp
 	f := gnetio.NewFrames(ic.gc, &ic.split)
+	framed := false // a message completed in this read
 	for {
 		if !ic.canParse() {
 			if !ic.paused && ic.gc.InboundBuffered() > 0 {
 				ic.paused = true
 				ic.loop.paused = append(ic.loop.paused, ic)
 			}
+			ic.partialSince = 0 // what is buffered waits for the proxy, not the client
 			break
 		}
 		body, err := f.Next()
 		if gnetio.Incomplete(err) {
+			// A partial message started in this read when one ended in it;
+			// otherwise it is the one held since the last stamp.
+			switch {
+			case !f.Partial():
+				ic.partialSince = 0
+			case framed || ic.partialSince == 0:
+				ic.partialSince = l.stamp
+			}
 			break
 		}
 		if err != nil {
@@ -108,6 +126,7 @@ func (ic *inConn) parse() {
 			return
 		}
 		f.Consume()
+		framed = true
 	}
 	f.Done()
 }

@@ -16,6 +16,11 @@ type limits struct {
 	// a loop starts with retryStart and earns retryFloor per second
 	// regardless of its traffic.
 	retryEarn, retryStart, retryFloor int64
+	// Inbound connections are scanned every connScan for idleness (idle,
+	// clients only) and partial frames held too long (frame); 0: off.
+	idle     int64
+	frame    int64
+	connScan int64
 
 	// A client is read while it has fewer than clientInflight requests
 	// unanswered and fewer than clientBytes of requests in flight, replies
@@ -48,6 +53,19 @@ type limits struct {
 	backlogRelieved  int
 }
 
+// connScanEvery is how often the loops look for idle and slow connections:
+// every second, or a quarter of the shorter timeout when that is less (as
+// in tests), so that a connection lives at most a second past its timeout.
+func connScanEvery(idle, frame time.Duration) time.Duration {
+	every := time.Second
+	for _, d := range []time.Duration{idle, frame} {
+		if d > 0 {
+			every = min(every, max(d/4, time.Millisecond))
+		}
+	}
+	return every
+}
+
 func newLimits(cfg *Config) limits {
 	return limits{
 		timeout:          int64(cfg.Timeout),
@@ -56,6 +74,9 @@ func newLimits(cfg *Config) limits {
 		retryStart:       retryCost * minRetriesPerSecond * int64(retryWindow/time.Second),
 		retryFloor:       retryCost * minRetriesPerSecond,
 		stall:            max(int64(cfg.StallTimeout), 0),
+		idle:             max(int64(cfg.IdleTimeout), 0),
+		frame:            max(int64(cfg.FrameTimeout), 0),
+		connScan:         int64(connScanEvery(cfg.IdleTimeout, cfg.FrameTimeout)),
 		clientInflight:   cfg.MaxClientInflight,
 		connBuffer:       cfg.MaxConnBuffer,
 		clientBytes:      cfg.MaxConnBuffer,

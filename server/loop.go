@@ -35,7 +35,8 @@ type loop struct {
 
 	paused []*inConn // clients not parsing, looked at by the tick
 
-	conns map[*inConn]struct{} // every open inbound connection: for the drain's end
+	conns    map[*inConn]struct{} // every open inbound connection: for the drain's end
+	lastScan int64                // of the idle and slow connection scan (conns.go)
 
 	batch           // write batching (batch.go)
 	chunks []*chunk // recycled link chunks
@@ -131,6 +132,10 @@ func (l *loop) tick() {
 		case lk.state == linkDown && lk.usable(func() int64 { return now }):
 			delete(l.links, b) // a later request dials afresh
 		}
+	}
+	if now-l.lastScan >= l.lim.connScan {
+		l.lastScan = now
+		l.scanConns(now)
 	}
 	l.flush()
 	l.metrics.n[mHeld] = l.held

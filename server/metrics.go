@@ -34,6 +34,8 @@ const (
 	mRetriesRefused
 	mHeld // a gauge: bytes held (limits)
 	mConns
+	mIdleClosed
+	mSlowFrames
 	mUnanswered
 	mErrors // first of len(errorCodes)
 	mCount  = mErrors + len(errorCodes)
@@ -107,7 +109,11 @@ type Snapshot struct {
 	NoBudget   int64            // retries refused by the retry budget
 	Held       int64            // bytes held for requests on their way and replies waiting (MaxMemory)
 	Conns      int64            // inbound connections open (clients and leases)
-	Inflight   int64            // requests not yet answered
+	// Inbound connections closed at once for being over Config.MaxConns,
+	// client connections closed after Config.IdleTimeout, and connections
+	// closed for a partial message held past Config.FrameTimeout.
+	ConnsRefused, IdleClosed, SlowFrames int64
+	Inflight                             int64 // requests not yet answered
 }
 
 // Snapshot sums the loops' counters. It asks each loop to publish first
@@ -139,6 +145,8 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.NoBudget += get(mRetriesRefused)
 		s.Held += get(mHeld)
 		s.Conns += get(mConns)
+		s.IdleClosed += get(mIdleClosed)
+		s.SlowFrames += get(mSlowFrames)
 		s.Inflight += get(mUnanswered)
 		for i, c := range errorCodes {
 			if n := get(mErrors + i); n > 0 {
@@ -146,6 +154,7 @@ func (m *Metrics) Snapshot() Snapshot {
 			}
 		}
 	}
+	s.ConnsRefused = m.p.refused.Load()
 	return s
 }
 
@@ -168,6 +177,9 @@ var (
 	descHeld      = prometheus.NewDesc("prism_memory_held_bytes", "Bytes held for requests on their way to backends and replies waiting their turn (bounded by -max-memory).", nil, nil)
 	descState     = prometheus.NewDesc("prism_backend_state", "A backend's state: 0 up, 1 ejected, 2 probing.", []string{"id", "policy"}, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
+	descConnsRef  = prometheus.NewDesc("prism_connections_refused_total", "Inbound connections closed as they opened: the connection cap (-max-conns) was reached.", nil, nil)
+	descIdle      = prometheus.NewDesc("prism_connections_idle_closed_total", "Client connections closed after the idle timeout.", nil, nil)
+	descSlowFrame = prometheus.NewDesc("prism_connections_slow_frame_total", "Connections answered bad_request and closed for holding a partial message past the frame timeout.", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
 	descBackends  = prometheus.NewDesc("prism_backends", "Backends in rotation, by policy.", []string{"policy"}, nil)
 	descRouted    = prometheus.NewDesc("prism_backend_routed_total", "Requests routed to a backend.", []string{"id", "policy"}, nil)
@@ -176,7 +188,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descHeld, descState, descConns, descInflight, descBackends, descRouted} {
+		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descHeld, descState, descConns, descConnsRef, descIdle, descSlowFrame, descInflight, descBackends, descRouted} {
 		ch <- d
 	}
 }
@@ -209,6 +221,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descPanics, s.Panics)
 	counter(descNoBudget, s.NoBudget)
 	gauge(descConns, s.Conns)
+	counter(descConnsRef, s.ConnsRefused)
+	counter(descIdle, s.IdleClosed)
+	counter(descSlowFrame, s.SlowFrames)
 	gauge(descInflight, s.Inflight)
 	gauge(descHeld, s.Held)
 	perPolicy := map[int64]int64{}

@@ -46,19 +46,31 @@ type proxy struct {
 	registry *pool.Registry
 	metrics  *Metrics
 
-	engine   gnet.Engine
-	booted   chan struct{}
-	done     chan struct{} // closed when the engine returned
-	stopped  chan struct{} // closed when Shutdown's stop is complete
-	stopOnce sync.Once
-	runErr   error
-	addr     string
-	regAddr  *net.TCPAddr   // the RegisterListen listener's address; nil: none
-	nets     []netip.Prefix // parsed RegisterCIDR
-	draining atomic.Bool
+	engine    gnet.Engine
+	booted    chan struct{}
+	done      chan struct{} // closed when the engine returned
+	stopped   chan struct{} // closed when Shutdown's stop is complete
+	stopOnce  sync.Once
+	runErr    error
+	addr      string
+	regAddr   *net.TCPAddr   // the RegisterListen listener's address; nil: none
+	listen    string         // Config.Listen, its port 0 resolved (listenAddr)
+	regListen string         // Config.RegisterListen, the same
+	nets      []netip.Prefix // parsed RegisterCIDR
+	draining  atomic.Bool
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
 	tails sync.WaitGroup // half-closed clients' writers (halfclose.go)
+
+	// Inbound connections open, across loops, against Config.MaxConns; an
+	// atomic add per connection opened or closed, none per request.
+	open    atomic.Int64
+	refused atomic.Int64 // connections closed at once for the cap
+
+	// The tick's own (OnTick runs on one goroutine): what the refusal log
+	// reported last, and when.
+	refusedLogged int64
+	refusedLogAt  time.Time
 
 	mu    sync.Mutex
 	life  lifecycle
@@ -168,18 +180,60 @@ func (p *proxy) serve() {
 	defer close(p.done)
 	// One engine for both listeners (gnet.Rotate), so that a lease, a
 	// client and their data connections share the same event loops.
-	addrs := []string{"tcp://" + p.cfg.Listen}
-	if p.cfg.RegisterListen != "" {
-		addrs = append(addrs, "tcp://"+p.cfg.RegisterListen)
+	listen, err := listenAddr(p.cfg.Listen)
+	if err == nil && p.cfg.RegisterListen != "" {
+		p.regListen, err = listenAddr(p.cfg.RegisterListen)
+	}
+	if err != nil {
+		p.runErr = err
+		return
+	}
+	p.listen = listen
+	addrs := []string{"tcp://" + listen}
+	if p.regListen != "" {
+		addrs = append(addrs, "tcp://"+p.regListen)
 	}
 	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
+		gnet.WithReusePort(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetio.Logger(p.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
+}
+
+// listenAddr returns the address to give gnet, which runs with a listener
+// per loop (SO_REUSEPORT).
+//
+// Without that gnet accepts on a goroutine of its own that drains the listen
+// queue in a burst and hands each connection to a loop: under a flood
+// hundreds of connections hold a descriptor before any OnOpen can refuse
+// one, and the acceptor meets EMFILE, which stops the engine, whatever the
+// cap (measured: the flood test in cmd/prism). With a listener per loop,
+// a loop accepts one connection per event and OnOpen runs at once on the
+// same goroutine, so a refused connection gives its descriptor back
+// before the loop accepts another: at most one per loop is over the cap.
+// Linux balances a port's connections across its listeners; elsewhere
+// gnet ignores the option with several loops (BSD does not balance), and
+// the cap is then only as good as acceptMargin.
+//
+// Port 0 would give each loop's listener a port of its own: a free port
+// is picked first (another process could take it in between: port 0 is
+// for tests).
+func listenAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port != "0" {
+		return listen, nil // gnet reports a bad address
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", err
+	}
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	return net.JoinHostPort(host, port), nil
 }
 
 // Addr is the address the proxy listens on, with the port it got; empty
@@ -398,12 +452,12 @@ func (p *proxy) unanswered() int64 {
 // OnBoot learns the listening port and releases Start.
 func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 	p.engine = eng
-	p.addr = p.cfg.Listen
-	if a := gnetio.ListenerAddr(eng, p.cfg.Listen); a != nil {
+	p.addr = p.listen
+	if a := gnetio.ListenerAddr(eng, p.listen); a != nil {
 		p.addr = a.String()
 	}
 	if p.cfg.RegisterListen != "" {
-		p.regAddr = gnetio.ListenerAddr(eng, p.cfg.RegisterListen)
+		p.regAddr = gnetio.ListenerAddr(eng, p.regListen)
 		if p.regAddr == nil {
 			p.cfg.Logger.Error("cannot learn the registration listener's address: setups are taken on both",
 				"register_listen", p.cfg.RegisterListen)
@@ -443,8 +497,15 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if p.draining.Load() {
 		return nil, gnet.Close
 	}
+	// Past the cap the connection is closed here, before it is read:
+	// returning Close frees its descriptor before this loop takes another.
+	if p.open.Add(1) > int64(p.cfg.MaxConns) {
+		p.open.Add(-1)
+		p.refused.Add(1)
+		return nil, gnet.Close
+	}
 	l := p.loopOf(c)
-	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c)}
+	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c), lastRead: l.clock()}
 	ic.split.Max = p.cfg.MaxFrame
 	c.SetContext(ic)
 	l.conns[ic] = struct{}{}
@@ -493,6 +554,7 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *inConn:
 		x.closed(c, err)
 		x.loop.metrics.n[mConns]--
+		p.open.Add(-1)
 		x.loop.flush()
 	case *wake:
 		x.ready = false
@@ -523,7 +585,24 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 		_ = l.el.Execute(context.Background(), l.tickTask)
 	}
 	p.mu.Unlock()
+	p.logRefused()
 	return tickInterval(p.cfg.Timeout), gnet.None
+}
+
+// refusedLogEvery spaces the refusal log: a flood must not become a log
+// line per connection.
+const refusedLogEvery = time.Second
+
+// logRefused logs the connections refused at the cap since the last line,
+// at most once per refusedLogEvery.
+func (p *proxy) logRefused() {
+	n := p.refused.Load()
+	if n == p.refusedLogged || time.Since(p.refusedLogAt) < refusedLogEvery {
+		return
+	}
+	p.cfg.Logger.Warn("connections refused: at the connection cap (-max-conns)",
+		"refused", n-p.refusedLogged, "total", n, "max_conns", p.cfg.MaxConns)
+	p.refusedLogged, p.refusedLogAt = n, time.Now()
 }
 
 func tickInterval(timeout time.Duration) time.Duration {

@@ -99,7 +99,7 @@ func TestParseProxyArgs(t *testing.T) {
 		Listen: "127.0.0.1:9000", Loops: runtime.NumCPU(), Timeout: 5 * time.Second, Retries: 1,
 		MaxFrame: 1 << 20, MaxClientInflight: 1024,
 		EjectAfter: 5, EjectTime: time.Second, EjectMaxTime: 30 * time.Second, MaxEjectedPercent: 50,
-		MaxMemory: 1 << 30, RetryBudget: 20,
+		MaxMemory: 1 << 30, RetryBudget: 20, IdleTimeout: 5 * time.Minute, FrameTimeout: 10 * time.Second,
 	}
 	with := func(f func(*server.Config)) server.Config { c := def; f(&c); return c }
 	for _, tt := range []struct {
@@ -115,6 +115,10 @@ func TestParseProxyArgs(t *testing.T) {
 			want: with(func(c *server.Config) { c.Listen = "localhost:9001" }), drain: 10 * time.Second},
 		{name: "retries 0 is NoRetries", args: []string{"-retries", "0"}, want: with(func(c *server.Config) { c.Retries = server.NoRetries }), drain: 10 * time.Second},
 		{name: "retries 3", args: []string{"-retries", "3"}, want: with(func(c *server.Config) { c.Retries = 3 }), drain: 10 * time.Second},
+		{name: "connection limits", args: []string{"-max-conns", "100", "-idle-timeout", "30s", "-frame-timeout", "2s"},
+			want: with(func(c *server.Config) { c.MaxConns, c.IdleTimeout, c.FrameTimeout = 100, 30*time.Second, 2*time.Second }), drain: 10 * time.Second},
+		{name: "timeouts 0 are off", args: []string{"-idle-timeout", "0", "-frame-timeout", "0"},
+			want: with(func(c *server.Config) { c.IdleTimeout, c.FrameTimeout = -1, -1 }), drain: 10 * time.Second},
 		{name: "all", args: []string{"-loops", "3", "-timeout", "250ms", "-max-frame", "4096", "-register-token", "s3cret",
 			"-max-inflight", "8", "-admin", "127.0.0.1:0", "-drain", "1s", "-v"},
 			want: with(func(c *server.Config) {

@@ -76,6 +76,12 @@ func runProxy(args []string) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
 	raiseProcs(pa.cfg.Loops)
+	// The connection cap is derived from the open-files limit: raise it to
+	// the hard limit first.
+	nofile, err := server.RaiseOpenFilesLimit()
+	if err != nil {
+		logger.Warn("open-files limit not raised", "limit", nofile, "err", err)
+	}
 	p, err := server.New(pa.cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "prism proxy:", err)
@@ -85,7 +91,8 @@ func runProxy(args []string) int {
 		fmt.Fprintln(os.Stderr, "prism proxy:", err)
 		return 1
 	}
-	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops)
+	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops,
+		"max_conns", p.Config().MaxConns, "open_files", nofile)
 	if ra := p.RegisterAddr(); ra != "" {
 		logger.Info("registrations listening", "addr", ra)
 	}

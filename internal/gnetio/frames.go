@@ -83,6 +83,24 @@ func (f *Frames) Consume() {
 	f.gc.Discard(f.n)
 }
 
+// Partial reports whether, after Next returned codec.ErrIncomplete, the
+// connection holds part of a message: bytes other than the whitespace a
+// text stream may leave between messages.
+func (f *Frames) Partial() bool {
+	switch f.split.Framing {
+	case codec.Unknown:
+		return false
+	case codec.Text:
+		for _, c := range f.buf[f.off:] { // whitespace, then '{': ends at once
+			if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+				return true
+			}
+		}
+		return false
+	}
+	return f.gc.InboundBuffered() > 0
+}
+
 // Done drops what was consumed; the connection keeps the rest.
 func (f *Frames) Done() {
 	if f.split.Framing == codec.Text && f.off > 0 {
