@@ -57,7 +57,7 @@ func startTail(p *proxy, gc gnet.Conn, err error) *tail {
 	nc.SetWriteDeadline(time.Now().Add(2*p.cfg.Timeout + time.Second))
 	t := &tail{nc: nc, kick: make(chan struct{}, 1)}
 	p.tails.Add(1)
-	go t.run(&p.tails, p.done)
+	go t.run(p, p.done)
 	return t
 }
 
@@ -86,8 +86,9 @@ func (t *tail) wakeUp() {
 
 // run writes what is pushed until finish, or until the proxy stopped
 // (stopped: its loops will push nothing more).
-func (t *tail) run(wg *sync.WaitGroup, stopped <-chan struct{}) {
-	defer wg.Done()
+func (t *tail) run(p *proxy, stopped <-chan struct{}) {
+	defer p.tails.Done()
+	defer p.open.Add(-1) // the connection's slot (Config.MaxConns), kept until now
 	defer t.nc.Close()
 	for {
 		var last bool

@@ -554,7 +554,9 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *inConn:
 		x.closed(c, err)
 		x.loop.metrics.n[mConns]--
-		p.open.Add(-1)
+		if x.tail == nil {
+			p.open.Add(-1) // a half-closed client's tail keeps its slot until it ends
+		}
 		x.loop.flush()
 	case *wake:
 		x.ready = false
