@@ -9,6 +9,7 @@
 #   bench/reliability/stall.sh [PRISM_BIN]
 #
 # Environment: RATE [2400]  STALL [15]  MODE [pair|single]  PORT [19600]
+#              LOADGEN [PRISM_BIN]: the binary whose `bench` and `backend` run
 set -euo pipefail
 BIN=${1:-$(mktemp -d)/prism}
 if [ ! -x "$BIN" ]; then go build -o "$BIN" ./cmd/prism; fi
@@ -16,23 +17,24 @@ RATE=${RATE:-2400}
 STALL=${STALL:-15}
 MODE=${MODE:-pair}
 PORT=${PORT:-19600}
+LOADGEN=${LOADGEN:-$BIN}
 TMP=$(mktemp -d)
 trap 'kill -CONT $(jobs -p) 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
 "$BIN" proxy -listen "127.0.0.1:$PORT" -loops 2 >"$TMP/proxy.log" 2>&1 &
 PX=$!
 sleep 0.5
-"$BIN" backend -proxy "127.0.0.1:$PORT" -id 1 -policy 7 -port $((PORT + 1)) >/dev/null 2>&1 &
+"$LOADGEN" backend -proxy "127.0.0.1:$PORT" -id 1 -policy 7 -port $((PORT + 1)) >/dev/null 2>&1 &
 STALLED=$!
 if [ "$MODE" = pair ]; then
-	"$BIN" backend -proxy "127.0.0.1:$PORT" -id 2 -policy 7 -port $((PORT + 2)) >/dev/null 2>&1 &
+	"$LOADGEN" backend -proxy "127.0.0.1:$PORT" -id 2 -policy 7 -port $((PORT + 2)) >/dev/null 2>&1 &
 fi
-"$BIN" backend -proxy "127.0.0.1:$PORT" -id 3 -policy 8 -port $((PORT + 3)) >/dev/null 2>&1 &
+"$LOADGEN" backend -proxy "127.0.0.1:$PORT" -id 3 -policy 8 -port $((PORT + 3)) >/dev/null 2>&1 &
 sleep 1
 DUR=$((STALL + 6))
-"$BIN" bench -proxy "127.0.0.1:$PORT" -policy 7 -size 20480 -conns 8 -rate "$RATE" -duration "${DUR}s" -warmup 0s >"$TMP/p7.txt" 2>&1 &
+"$LOADGEN" bench -proxy "127.0.0.1:$PORT" -policy 7 -size 20480 -conns 8 -rate "$RATE" -duration "${DUR}s" -warmup 0s >"$TMP/p7.txt" 2>&1 &
 B7=$!
-"$BIN" bench -proxy "127.0.0.1:$PORT" -policy 8 -size 64 -conns 1 -rate 200 -duration "${DUR}s" -warmup 0s >"$TMP/p8.txt" 2>&1 &
+"$LOADGEN" bench -proxy "127.0.0.1:$PORT" -policy 8 -size 64 -conns 1 -rate 200 -duration "${DUR}s" -warmup 0s >"$TMP/p8.txt" 2>&1 &
 B8=$!
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PX/status"; }
 echo "t(s) proxy_rss_kib"
