@@ -36,6 +36,8 @@ func ErrorAnswer(err error, max int) (code, text string) {
 		return CodeBadRequest, "payload is not valid UTF-8"
 	case errors.Is(err, ErrPolicyConflict):
 		return CodeBadRequest, "privPoliId and privPolyId disagree"
+	case errors.Is(err, ErrDuplicateKey):
+		return CodeBadRequest, "a field appears twice"
 	}
 	return CodeBadRequest, err.Error()
 }

@@ -198,3 +198,32 @@ func TestDecodeRequestFastPath(t *testing.T) {
 		}
 	}
 }
+
+func TestRepeatedKeysRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want error
+	}{
+		{"policy twice", `{"type":0,"srcid":1,"privPoliId":7,"privPoliId":8,"payloadsize":1,"payload":"x"}`, ErrDuplicateKey},
+		{"srcid twice", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x","srcid":2}`, ErrDuplicateKey},
+		{"type twice", `{"type":1,"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x"}`, ErrDuplicateKey},
+		{"escaped key twice", `{"type":0,"srcid":1,"privPoliId":7,"priv\u0050oliId":8,"payloadsize":1,"payload":"x"}`, ErrDuplicateKey},
+		{"both spellings agree", `{"type":0,"srcid":1,"privPoliId":7,"privPolyId":7,"payloadsize":1,"payload":"x"}`, nil},
+		{"key name as a value", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":5,"payload":"srcid","x":"srcid"}`, nil},
+		{"nested repeat is not top level", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x","n":{"srcid":1,"srcid":2}}`, nil},
+		{"unknown key twice", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x","u":1,"u":2}`, nil},
+	}
+	var d Decoder
+	var m Message
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := d.DecodeRequest([]byte(tt.body), &m); !errors.Is(err, tt.want) {
+				t.Fatalf("DecodeRequest(%s) = %v; want %v", tt.body, err, tt.want)
+			}
+			if err := d.Decode([]byte(tt.body), &m); !errors.Is(err, tt.want) {
+				t.Fatalf("Decode(%s) = %v; want %v", tt.body, err, tt.want)
+			}
+		})
+	}
+}

@@ -81,6 +81,11 @@ var (
 	// ErrPolicyConflict means both spellings of the policy field are present
 	// with different values.
 	ErrPolicyConflict = errors.New("codec: privPoliId and privPolyId disagree")
+	// ErrDuplicateKey means a field the protocol knows appears twice in one
+	// object. Parsers disagree on which one counts (the first, the last),
+	// so a proxy that routed by one while its backend read the other could
+	// send a request to another policy's backend: it is refused.
+	ErrDuplicateKey = errors.New("codec: a field appears twice")
 	// ErrType means the type field is absent or not a known message type.
 	ErrType = errors.New("codec: unknown message type")
 	// ErrUTF8 means the payload is not valid UTF-8, so its size is undefined.
@@ -130,7 +135,7 @@ var numbersAsText = &ast.VisitorOptions{OnlyNumber: true}
 
 func (d *Decoder) walk(body []byte, m *Message, asText bool) error {
 	v := &d.v
-	v.m, v.depth, v.key, v.err, v.seen, v.asText = m, 0, keyNone, nil, false, asText
+	v.m, v.depth, v.key, v.err, v.seen, v.asText, v.keys = m, 0, keyNone, nil, false, asText, 0
 	opts := (*ast.VisitorOptions)(nil)
 	if asText {
 		opts = numbersAsText
@@ -226,8 +231,9 @@ type visitor struct {
 	m      *Message
 	depth  int
 	key    fieldKey
-	seen   bool // a value has been seen (the top-level one started)
-	asText bool // numbers come as text (OnlyNumber): convert the known fields'
+	seen   bool   // a value has been seen (the top-level one started)
+	keys   uint32 // known depth-1 keys met (1<<fieldKey)
+	asText bool   // numbers come as text (OnlyNumber): convert the known fields'
 	err    error
 }
 
@@ -363,6 +369,12 @@ func (v *visitor) nestedBegin() error {
 func (v *visitor) OnObjectKey(key string) error {
 	if v.depth == 1 {
 		v.key = lookupKey(key)
+		if v.key != keyNone {
+			if v.keys&(1<<v.key) != 0 {
+				return v.fail(ErrDuplicateKey)
+			}
+			v.keys |= 1 << v.key
+		}
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ type ReplyChecker struct {
 	r         fastReply
 	typ, dest int64
 	sonic     decoder.Decoder
+	general   Decoder // for what the quick pass cannot tell
+	msg       Message
 }
 
 // fastReply holds the two fields a check looks at; sonic skips the others
@@ -35,8 +37,9 @@ type fastReply struct {
 // Check reports whether body is a reply to a request whose srcid is srcid:
 // one well-formed JSON object (syntax and strings checked throughout,
 // nothing after it) whose "type" is 2 and whose "destid" is srcid, both
-// JSON integers. It returns ErrSyntax (not one JSON object), ErrNotReply
-// or ErrWrongDest. The other fields are not judged: a client gets the reply
+// JSON integers, and no field of the protocol appears twice. It returns
+// ErrSyntax (not one JSON object), ErrNotReply, ErrWrongDest or
+// ErrDuplicateKey. The other fields are not judged: a client gets the reply
 // as its backend wrote it.
 func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
 	if len(body) == 0 {
@@ -51,6 +54,9 @@ func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
 		err = rc.sonic.CheckTrailings()
 	}
 	rc.sonic.Reset("") // do not keep the input alive
+	if err == nil && !plainKeys(body) && rc.repeated(body) {
+		return ErrDuplicateKey
+	}
 	switch {
 	case err != nil || firstByte(body) != '{':
 		return ErrSyntax
@@ -60,6 +66,12 @@ func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
 		return ErrWrongDest
 	}
 	return nil
+}
+
+// repeated reports whether a known field appears twice in body, which the
+// quick pass could not rule out: the general decoder decides.
+func (rc *ReplyChecker) repeated(body []byte) bool {
+	return errors.Is(rc.general.Decode(body, &rc.msg), ErrDuplicateKey)
 }
 
 // firstByte returns the first byte of body that is not JSON white space.

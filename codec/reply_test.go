@@ -38,6 +38,9 @@ func TestReplyCheck(t *testing.T) {
 		{"bad skipped value", `{"type":2,"destid":42,"x":[1,}`, 42, ErrSyntax},
 		{"control char in string", "{\"type\":2,\"destid\":42,\"payload\":\"a\x01\"}", 42, ErrSyntax},
 		{"bad escape", `{"type":2,"destid":42,"payload":"\q"}`, 42, ErrSyntax},
+		{"repeated destid", `{"type":2,"destid":999,"payload":"x","destid":42}`, 42, ErrDuplicateKey},
+		{"repeated type", `{"type":3,"destid":42,"type":2}`, 42, ErrDuplicateKey},
+		{"key as a value is fine", `{"type":2,"destid":42,"payload":"destid","x":{"destid":1}}`, 42, nil},
 		{"min int srcid", `{"type":2,"destid":-9223372036854775808}`, -1 << 63, ErrWrongDest},
 	}
 	var rc ReplyChecker
@@ -86,6 +89,23 @@ func BenchmarkReplyCheck(b *testing.B) {
 			for b.Loop() {
 				if err := rc.Check(body, 42); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPlainKeys is the cost of the repeated-key pass the fast paths
+// take first; compare it with BenchmarkDecodeRequest in the same run.
+func BenchmarkPlainKeys(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		body := AppendRequest(nil, 42, 7, strings.Repeat("x", size))
+		b.Run("size="+itoa(size), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if !plainKeys(body) {
+					b.Fatal("not plain")
 				}
 			}
 		})

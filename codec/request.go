@@ -77,7 +77,7 @@ func (d *Decoder) DecodeRequest(body []byte, m *Message) (policy int64, err erro
 }
 
 func (d *Decoder) fast(body []byte, m *Message) (int64, bool) {
-	if len(body) == 0 {
+	if len(body) == 0 || !plainKeys(body) {
 		return 0, false
 	}
 	v, r := &d.vals, &d.req
