@@ -90,9 +90,13 @@ type Config struct {
 	// MaxMemory bounds, in bytes, what the proxy holds for requests on
 	// their way and replies waiting their turn, shared equally by the
 	// loops. At a loop's share it stops reading its clients until replies
-	// drain it (backpressure); a policy's data connection past a quarter
-	// of it (at most 64 MiB) is passed over, and past half of it answers
-	// "overloaded". Per client, MaxConnBuffer bounds the same. Zero: 1 GiB.
+	// drain it (backpressure); a policy's data connection holding a
+	// quarter of a loop's share (at most 64 MiB) is passed over for the
+	// policy's others, and when all of them are, one holding twice that
+	// answers "overloaded". Bytes that clients sent and the proxy has not
+	// parsed yet count too: over the share, a connection holding more than
+	// 64 KiB of an incomplete message is answered "overloaded" and closed.
+	// Per client, MaxConnBuffer bounds the same. Zero: 1 GiB.
 	MaxMemory int64
 	// RetryBudget caps retries at this percentage of the requests each loop
 	// read in about the last 10s (plus 10 a second per loop), so that

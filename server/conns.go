@@ -19,6 +19,8 @@ func (l *loop) scanConns(now int64) {
 			continue
 		}
 		switch {
+		case l.held > lim.loopBytes && ic.inbound > maxPartialOverBudget:
+			ic.overBudget() // over the memory share: what waits unparsed goes first
 		case lim.frame > 0 && ic.partialSince != 0 && now-ic.partialSince > lim.frame:
 			// The framing is known (a partial message has bytes), so the
 			// answer can be framed; fatal sends it after the requests
@@ -26,7 +28,7 @@ func (l *loop) scanConns(now int64) {
 			l.metrics.n[mSlowFrames]++
 			ic.partialSince = 0
 			ic.fatal(codec.CodeBadRequest, "incomplete message for too long")
-		case lim.idle > 0 && ic.role != roleLease && ic.queue.Len() == 0 && now-ic.lastRead > lim.idle:
+		case lim.idle > 0 && ic.backend == nil && ic.queue.Len() == 0 && now-ic.lastRead > lim.idle:
 			// Nothing to answer, and the protocol has no message the
 			// proxy sends unasked: just close.
 			l.metrics.n[mIdleClosed]++

@@ -50,6 +50,7 @@ type inConn struct {
 	// none). Stamped from loop.stamp: no clock read of their own.
 	lastRead     int64
 	partialSince int64
+	inbound      int // its unparsed bytes, as counted in loop.held
 
 	// lease
 	backend *pool.Backend
@@ -64,10 +65,45 @@ func (ic *inConn) traffic() {
 	}
 	ic.parse()
 	if ic.gc != nil && !ic.closing && ic.gc.InboundBuffered() > ic.loop.lim.connBuffer {
-		ic.shed()
+		ic.shed(ic.loop.lim.connBuffer / 2)
 	}
 	l := ic.loop
+	if ic.gc != nil {
+		ic.countInbound()
+		if l.held > l.lim.loopBytes && ic.inbound > maxPartialOverBudget && !ic.closing {
+			ic.overBudget()
+		}
+	}
 	l.flushSoon(l.metrics.n[mUnanswered] > int64(ic.queue.Len()))
+}
+
+// maxPartialOverBudget is how much of unparsed input a connection may hold
+// while its loop is over its memory share (limits.loopBytes); past it the
+// connection is answered "overloaded" and closed.
+const maxPartialOverBudget = 64 << 10
+
+// overBudget sheds what the connection holds unparsed while its loop is
+// over its memory share: its whole requests are answered "overloaded";
+// an incomplete one past maxPartialOverBudget gets "overloaded" too, and
+// the connection closes (its stream cannot continue without it).
+func (ic *inConn) overBudget() {
+	ic.shed(0)
+	if ic.gc == nil || ic.closing {
+		return
+	}
+	if ic.countInbound(); ic.inbound > maxPartialOverBudget {
+		ic.fatal(codec.CodeOverloaded, "the proxy holds too much: incomplete message refused")
+		ic.countInbound()
+	}
+}
+
+// countInbound counts the bytes the connection sent and the proxy holds
+// unparsed (gnet's buffer: a partial message, or requests of a paused
+// client) toward its loop's memory share.
+func (ic *inConn) countInbound() {
+	n := ic.gc.InboundBuffered()
+	ic.loop.held += int64(n - ic.inbound)
+	ic.inbound = n
 }
 
 // canParse reports whether the connection may take more requests now.
@@ -132,13 +168,13 @@ func (ic *inConn) parse() {
 }
 
 // shed answers "overloaded" to the requests a paused client sent past
-// its buffer cap, oldest first, until half the cap is left: the client
+// its buffer cap, oldest first, until keep bytes are left: the client
 // gets an answer for every request, in order, and its connection stays
 // usable, while the proxy holds no more than the cap. (An error answer
 // is smaller than the request it refuses, but for the tiniest requests,
 // so this frees memory.)
-func (ic *inConn) shed() {
-	need := ic.gc.InboundBuffered() - ic.loop.lim.connBuffer/2
+func (ic *inConn) shed(keep int) {
+	need := ic.gc.InboundBuffered() - keep
 	ic.shedding = true
 	defer func() { ic.shedding = false }()
 	f := gnetio.NewFrames(ic.gc, &ic.split)
@@ -266,6 +302,13 @@ func (ic *inConn) setup(m *codec.Message) {
 	if ta, ok := ic.gc.RemoteAddr().(*net.TCPAddr); ok {
 		host = ta.IP.String()
 	}
+	if l.p.isOwnAddr(host, int(m.ListenPort), ic.gc.LocalAddr()) {
+		// Requests sent there would come back as requests: a loop.
+		l.p.cfg.Logger.Warn("setup refused: its data address is the proxy's own", "id", m.ID,
+			"peer", ic.gc.RemoteAddr().String())
+		ic.reply(codec.AppendError(nil, m.ID, codec.CodeBadRequest, "listenport is the proxy's own address"))
+		return
+	}
 	b := &pool.Backend{
 		ID:      m.ID,
 		Policy:  policy,
@@ -377,6 +420,8 @@ func (ic *inConn) flush() {
 func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l := ic.loop
 	ic.gc = nil
+	l.held -= int64(ic.inbound)
+	ic.inbound = 0
 	delete(l.conns, ic)
 	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {

@@ -610,3 +610,24 @@ func (p *proxy) logRefused() {
 func tickInterval(timeout time.Duration) time.Duration {
 	return min(max(timeout/50, time.Millisecond), 50*time.Millisecond)
 }
+
+// isOwnAddr reports whether host:port, a backend's data address, is one of
+// the proxy's listeners: the address the setup came in on (local), or the
+// client or registration listener's port on the same host.
+func (p *proxy) isOwnAddr(host string, port int, local net.Addr) bool {
+	la, ok := local.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !(ip.Equal(la.IP) || ip.IsLoopback() && la.IP.IsLoopback()) {
+		return false
+	}
+	if port == la.Port {
+		return true
+	}
+	if a, err := net.ResolveTCPAddr("tcp", p.addr); err == nil && a.Port == port {
+		return true
+	}
+	return p.regAddr != nil && p.regAddr.Port == port
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
 )
 
@@ -342,5 +343,82 @@ func TestHalfCloseGetsEveryAnswer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Connections that each send most of a large message and then nothing
+// count toward the memory share: past it they are answered "overloaded"
+// and closed, and the proxy keeps serving.
+func TestPartialMessagesBoundedByMemory(t *testing.T) {
+	const maxMemory = 4 << 20
+	p := startProxy(t, Config{Loops: 1, MaxMemory: maxMemory, MaxFrame: 512 << 10})
+	newFakeBackend(t, p, 1, 7, echo)
+	var conns []net.Conn
+	refused := 0
+	for range 60 { // 60 × 200 KiB = 12 MiB, three times the share
+		nc, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+		frame := make([]byte, 4+200<<10)
+		frame[1] = 0x04 // announces 256 KiB
+		copy(frame[4:], `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"`)
+		if _, err := nc.Write(frame); err != nil {
+			refused++
+		}
+	}
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	waitFor(t, "the memory held back under the share", 5*time.Second, func() bool {
+		return p.Metrics().Snapshot().Held <= maxMemory+(256<<10)
+	})
+	answered := 0
+	for _, nc := range conns {
+		nc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		buf := make([]byte, 4096)
+		if n, _ := nc.Read(buf); n > 0 {
+			if !strings.Contains(string(buf[:n]), codec.CodeOverloaded) {
+				t.Fatalf("a partial message's connection got %q", buf[:n])
+			}
+			answered++
+		}
+	}
+	if answered == 0 {
+		t.Fatal("no connection was refused")
+	}
+	c := dial(t, p, codec.Binary)
+	if a := roundTrip(t, c, 5, 7, "still serving"); a.Payload != "still serving" {
+		t.Fatalf("a client after the flood got %+v", a)
+	}
+	t.Logf("%d connections holding 200 KiB each: %d answered overloaded, held %d KiB (share %d KiB)",
+		len(conns), answered, p.Metrics().Snapshot().Held>>10, maxMemory>>10)
+}
+
+// A setup whose data address is the proxy's own would make requests loop
+// through the proxy: it is refused.
+func TestSetupOfProxyOwnAddressRefused(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	_, port, _ := net.SplitHostPort(p.Addr())
+	nc, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.New(nc, client.Options{})
+	var portN int
+	fmt.Sscan(port, &portN)
+	c.SendRaw(codec.AppendSetup(nil, 77, 77, portN, ""))
+	c.Flush()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	var m codec.Message
+	if err := c.Recv(&m); err != nil || m.Type != codec.TypeError || m.Code != codec.CodeBadRequest {
+		t.Fatalf("setup at the proxy's own port answered %+v, %v; want bad_request", m, err)
+	}
+	if bs := policyBackends(p, 77); len(bs) != 0 {
+		t.Fatalf("registered %+v", bs)
 	}
 }
