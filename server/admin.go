@@ -2,7 +2,7 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"slices"
@@ -80,8 +80,8 @@ func (p *Proxy) NotReady() string {
 	for _, b := range px.registry.Backends() {
 		count[b.Policy]++
 	}
-	if len(px.cfg.ReadyPolicies) > 0 {
-		for _, pol := range px.cfg.ReadyPolicies {
+	if pols, _ := parsePolicies(px.cfg.ReadyPolicies); len(pols) > 0 { // resolve checked it
+		for _, pol := range pols {
 			if n := count[pol]; n < max(need, 1) {
 				return "policy " + itoa(pol) + " has " + strconv.Itoa(n) + " backends; needs " + strconv.Itoa(max(need, 1))
 			}
@@ -107,32 +107,18 @@ func (p *Proxy) NotReady() string {
 	return ""
 }
 
-// policyList is Config.ReadyPolicies as a flag: "7,8".
-type policyList []int64
-
-func (l *policyList) String() string {
-	if l == nil {
-		return ""
-	}
-	s := make([]string, len(*l))
-	for i, p := range *l {
-		s[i] = itoa(p)
-	}
-	return strings.Join(s, ",")
-}
-
-func (l *policyList) Set(v string) error {
+// parsePolicies parses Config.ReadyPolicies: comma-separated policy ids.
+func parsePolicies(list string) ([]int64, error) {
 	var out []int64
-	for _, f := range strings.Split(v, ",") {
+	for _, f := range strings.Split(list, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return errors.New("not a list of policy ids")
+			return nil, fmt.Errorf("server: ReadyPolicies: %q is not a policy id", f)
 		}
 		out = append(out, n)
 	}
-	*l = out
-	return nil
+	return out, nil
 }

@@ -99,7 +99,7 @@ func value(t testing.TB, mfs map[string]*dto.MetricFamily, name string, labels .
 // the other admin endpoints along the way.
 func TestMetricsAgainstTraffic(t *testing.T) {
 	const N, M, K = 300, 200, 50
-	p := startProxy(t, Config{Loops: 2, ReadyMinBackends: 1, ReadyPolicies: []int64{7, 8}})
+	p := startProxy(t, Config{Loops: 2, ReadyMinBackends: 1, ReadyPolicies: "7,8"})
 	srv := httptest.NewServer(p.AdminHandler())
 	t.Cleanup(srv.Close)
 
@@ -233,16 +233,16 @@ func TestReadiness(t *testing.T) {
 	tests := []struct {
 		name     string
 		min      int
-		policies []int64
+		policies string
 		backends [][2]int64 // id, policy
 		want     string     // "" ready; else a substring of the reason
 	}{
-		{"no requirement", 0, nil, nil, ""},
-		{"min without backends", 2, nil, nil, "no backend registered"},
-		{"min met by every policy", 2, nil, [][2]int64{{1, 7}, {2, 7}, {3, 8}, {4, 8}}, ""},
-		{"min short on one policy", 2, nil, [][2]int64{{1, 7}, {2, 7}, {3, 8}}, "policy 8 has 1 backends; needs 2"},
-		{"listed policy missing", 0, []int64{7, 9}, [][2]int64{{1, 7}}, "policy 9 has 0 backends; needs 1"},
-		{"listed policies served", 1, []int64{7}, [][2]int64{{1, 7}}, ""},
+		{"no requirement", 0, "", nil, ""},
+		{"min without backends", 2, "", nil, "no backend registered"},
+		{"min met by every policy", 2, "", [][2]int64{{1, 7}, {2, 7}, {3, 8}, {4, 8}}, ""},
+		{"min short on one policy", 2, "", [][2]int64{{1, 7}, {2, 7}, {3, 8}}, "policy 8 has 1 backends; needs 2"},
+		{"listed policy missing", 0, "7, 9", [][2]int64{{1, 7}}, "policy 9 has 0 backends; needs 1"},
+		{"listed policies served", 1, "7", [][2]int64{{1, 7}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -291,5 +291,11 @@ func TestPolicyTableCap(t *testing.T) {
 	}
 	if got := pt.of(3).label; got != "3" {
 		t.Errorf("policy 3: %q", got)
+	}
+}
+
+func TestReadyPoliciesChecked(t *testing.T) {
+	if _, err := New(Config{ReadyPolicies: "7,x", Logger: quiet}); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Errorf("New with ReadyPolicies 7,x: %v; want an error naming x", err)
 	}
 }

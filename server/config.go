@@ -140,9 +140,9 @@ type Config struct {
 	// Zero or negative: none (ready once listening, and ReadyPolicies
 	// need one each).
 	ReadyMinBackends int
-	// ReadyPolicies are policies that must be served before /readyz says
-	// ready (the -ready-policies flag takes "7,8"). Empty: any.
-	ReadyPolicies []int64
+	// ReadyPolicies is a comma-separated list of policies ("7,8") that
+	// must be served before /readyz says ready. Empty: any.
+	ReadyPolicies string
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -201,7 +201,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.FrameTimeout = defaultFrameTimeout
 	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
 	fs.IntVar(&c.ReadyMinBackends, "ready-min-backends", 0, "backends each policy needs registered before /readyz says ready")
-	fs.Var((*policyList)(&c.ReadyPolicies), "ready-policies", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
+	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
 }
 
 // offDuration is a Config timeout as a flag whose 0 means off: negative in
@@ -318,6 +318,9 @@ func (c Config) resolve() (Config, error) {
 		c.StallTimeout = min(time.Second, c.Timeout/2)
 	}
 	if _, err := parseNets(c.RegisterCIDR); err != nil {
+		return c, err
+	}
+	if _, err := parsePolicies(c.ReadyPolicies); err != nil {
 		return c, err
 	}
 	if c.RegisterListen != "" && c.RegisterListen == c.Listen {
