@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +200,17 @@ func TestMetricsAgainstTraffic(t *testing.T) {
 	}
 	for _, pr := range problems {
 		t.Errorf("lint: %s: %s", pr.Metric, pr.Text)
+	}
+
+	// The dashboard shows only series that exist.
+	dash, err := os.ReadFile("../deploy/grafana/prism.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`\b(prism|go|process)_[a-z_]+`).FindAllString(string(dash), -1) {
+		if mfs[name] == nil && mfs[strings.TrimSuffix(name, "_bucket")] == nil {
+			t.Errorf("deploy/grafana/prism.json uses %s, which /metrics does not have", name)
+		}
 	}
 
 	var bs []BackendInfo

@@ -78,9 +78,21 @@ type policyStats struct {
 
 	pubN               [pCount]atomic.Int64
 	pubLat, pubBackend pubHisto
+	events             int64 // the sum of n at the last publish
 }
 
+// publish copies the counts to the published ones. Every event (a
+// request, a reply, an error) adds to n: a slot whose sum did not move
+// has nothing new.
 func (ps *policyStats) publish() {
+	var events int64
+	for _, v := range ps.n {
+		events += v
+	}
+	if events == ps.events {
+		return
+	}
+	ps.events = events
 	for i := range ps.n {
 		if ps.pubN[i].Load() != ps.n[i] {
 			ps.pubN[i].Store(ps.n[i])
