@@ -64,9 +64,10 @@ const (
 type health struct {
 	fails     atomic.Int32 // consecutive failures
 	state     atomic.Int32
-	until     atomic.Int64 // Ejected: end of the ejection; Probing: the probe's deadline
-	ejections atomic.Int32 // in a row, for the back-off
-	back      atomic.Int64 // when it was last readmitted
+	until     atomic.Int64  // Ejected: end of the ejection; Probing: the probe's deadline
+	ejections atomic.Int32  // in a row, for the back-off
+	back      atomic.Int64  // when it was last readmitted
+	failures  atomic.Uint64 // ever reported, for metrics
 }
 
 // Event is what a report of success or failure changed.
@@ -81,6 +82,10 @@ const (
 
 // State returns b's health state. Safe from any goroutine.
 func (b *Backend) State() int32 { return b.h.state.Load() }
+
+// Failures returns how many failures of b were reported (Failed). Safe
+// from any goroutine.
+func (b *Backend) Failures() uint64 { return b.h.failures.Load() }
 
 // Ejections returns how many times in a row b was ejected.
 func (b *Backend) Ejections() int32 { return b.h.ejections.Load() }
@@ -133,6 +138,7 @@ func (r *Registry) Succeeded(b *Backend, clock func() int64) Event {
 // Failed reports a failed request or data connection of b.
 func (r *Registry) Failed(b *Backend, now int64) Event {
 	n := b.h.fails.Add(1)
+	b.h.failures.Add(1)
 	switch b.h.state.Load() {
 	case Probing:
 		if b.h.state.CompareAndSwap(Probing, Ejected) {

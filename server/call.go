@@ -46,8 +46,11 @@ type call struct {
 	client   *inConn
 	srcid    int64
 	policy   int64
-	deadline int64 // loop clock
-	attempts int   // backends tried
+	deadline int64        // loop clock
+	arrival  int64        // loop clock: the read that brought it
+	sent     int64        // loop clock: handed to its link (or the link opened), for the backend's latency
+	attempts int          // backends tried
+	ps       *policyStats // its policy's counters: the loop's "none" until decoded
 	last     *pool.Backend
 
 	body  []byte // its request's JSON, a view into chunk, while on a link
@@ -91,6 +94,8 @@ func (l *loop) newCall(client *inConn, srcid, policy int64) *call {
 	}
 	c.client, c.srcid, c.policy = client, srcid, policy
 	c.deadline = l.stamp + l.lim.timeout
+	c.arrival = l.stamp
+	c.ps = l.metrics.pols.none
 	c.state = callQueued
 	client.queue.Push(c)
 	if !client.active {
@@ -141,7 +146,8 @@ func (l *loop) answerError(c *call, code, text string) {
 	if !l.answer(c) {
 		return
 	}
-	l.metrics.countError(code)
+	l.metrics.countError(c.ps, code)
+	c.ps.lat.observe(l.clock() - c.arrival) // errors are rare: a clock read of their own
 	cl := c.client
 	c.reply = codec.BeginFrame(c.reply[:0], cl.split.Framing)
 	c.reply = codec.AppendError(c.reply, c.srcid, code, text)
@@ -188,6 +194,7 @@ func (ic *inConn) deliver() {
 // link's chunks, to be written at the next flush.
 func (lk *link) send(c *call, body []byte) {
 	c.attempts++
+	c.sent = lk.loop.stamp
 	c.last = lk.backend
 	c.onLink = true
 	lk.fifo.Push(c)

@@ -47,6 +47,7 @@ func chunksModel(t *testing.T, seed uint64) {
 	p.lim = newLimits(&p.cfg)
 	p.metrics = newMetrics(p)
 	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}
+	l.metrics.pols.init()
 	bs := []*pool.Backend{{ID: 1, Policy: 7, Framing: codec.Binary}, {ID: 2, Policy: 7, Framing: codec.Text}}
 	for _, b := range bs {
 		p.registry.Register(b)

@@ -138,6 +138,15 @@ type Config struct {
 	// MaxFrame over the slowest client's bandwidth. Zero: 10s; negative:
 	// off (the -frame-timeout flag takes 0 for off).
 	FrameTimeout time.Duration
+	// ReadyMinBackends is how many backends each policy needs registered
+	// before /readyz (Proxy.Ready) says ready: each of ReadyPolicies, or,
+	// when none are listed, each policy registered and at least one.
+	// Zero or negative: none (ready once listening, and ReadyPolicies
+	// need one each).
+	ReadyMinBackends int
+	// ReadyPolicies is a comma-separated list of policies ("7,8") that
+	// must be served before /readyz says ready. Empty: any.
+	ReadyPolicies string
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -195,6 +204,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*offDuration)(&c.IdleTimeout), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
 	c.FrameTimeout = defaultFrameTimeout
 	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
+	fs.IntVar(&c.ReadyMinBackends, "ready-min-backends", 0, "backends each policy needs registered before /readyz says ready")
+	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
 }
 
 // offDuration is a Config timeout as a flag whose 0 means off: negative in
@@ -311,6 +322,9 @@ func (c Config) resolve() (Config, error) {
 		c.StallTimeout = min(time.Second, c.Timeout/2)
 	}
 	if _, err := parseNets(c.RegisterCIDR); err != nil {
+		return c, err
+	}
+	if _, err := parsePolicies(c.ReadyPolicies); err != nil {
 		return c, err
 	}
 	if c.RegisterListen != "" && c.RegisterListen == c.Listen {

@@ -157,6 +157,7 @@ func (ic *inConn) parse() {
 			ic.fatal(codec.ErrorAnswer(err, ic.split.Max))
 			return
 		}
+		l.metrics.n[mClientIn] += int64(f.Size())
 		ic.message(body)
 		if ic.gc == nil || ic.closing {
 			return
@@ -188,6 +189,7 @@ func (ic *inConn) shed(keep int) {
 			return
 		}
 		need -= len(body) + codec.HeaderLen
+		ic.loop.metrics.n[mClientIn] += int64(f.Size())
 		ic.message(body)
 		if ic.gc == nil || ic.closing {
 			return
@@ -245,10 +247,13 @@ func (ic *inConn) message(body []byte) {
 	c := l.newCall(ic, m.SrcID, policy)
 	l.metrics.n[mRequests]++
 	if err != nil {
+		c.ps.n[pRequests]++
 		code, text := codec.ErrorAnswer(err, 0)
 		l.answerError(c, code, text)
 		return
 	}
+	c.ps = l.metrics.pols.of(policy)
+	c.ps.n[pRequests]++
 	if l.p.draining.Load() {
 		l.answerError(c, codec.CodeShuttingDown, "the proxy is shutting down")
 		return
@@ -384,6 +389,7 @@ func (ic *inConn) flush() {
 		ic.out = nil
 		switch {
 		case ic.gc != nil:
+			ic.loop.metrics.n[mClientOut] += int64(len(out))
 			ic.gc.Write(out) // on error OnClose runs inside
 			ic.loop.putBuf(out)
 		case ic.tail != nil:

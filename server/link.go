@@ -261,6 +261,12 @@ func dialBackend(lk *link, addr string, timeout time.Duration) {
 func (lk *link) opened(gc gnet.Conn) {
 	lk.gc = gc
 	lk.linkState = linkState{state: linkUp}
+	if n := lk.fifo.Len(); n > 0 { // their wait for the dial is not the backend's latency
+		now := lk.loop.clock()
+		for i := range n {
+			lk.fifo.At(i).sent = now
+		}
+	}
 	if lk.unsentBytes > 0 {
 		lk.loop.markLinkDirty(lk)
 	}
@@ -295,6 +301,7 @@ func (lk *link) flush() {
 		lk.sentOff += len(b)
 		lk.unsentBytes -= len(b)
 		lk.sent += int64(len(b))
+		lk.loop.metrics.n[mBackendOut] += int64(len(b))
 		lk.gc.Write(b) // on error OnClose runs inside and retries the calls
 	}
 }
@@ -308,6 +315,9 @@ func (lk *link) flush() {
 // client never sees the bad bytes.
 func (lk *link) traffic() gnet.Action {
 	l := lk.loop
+	// The replies of one read share one clock read: their answer time,
+	// for the latency histograms.
+	l.stamp = l.clock()
 	f := gnetio.NewFrames(lk.gc, &lk.split)
 	for {
 		body, err := f.Next()
@@ -336,8 +346,13 @@ func (lk *link) traffic() gnet.Action {
 		answered := l.answer(c) // before unlink, which recycles a call done with
 		lk.unlink(c)
 		lk.trimChunks()
-		if answered {
+		l.metrics.n[mBackendIn] += int64(f.Size())
+		if answered { // c is held by its client: not recycled by unlink
 			l.metrics.n[mReplies]++
+			ps := c.ps
+			ps.n[pReplies]++
+			ps.lat.observe(l.stamp - c.arrival)
+			ps.backend.observe(l.stamp - c.sent)
 			c.client.answerReply(c, body)
 		} else {
 			l.metrics.n[mLate]++

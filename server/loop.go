@@ -67,6 +67,7 @@ func newLoop(p *proxy, el gnet.EventLoop) *loop {
 	} else {
 		p.cfg.Logger.Warn("no doorbell for the event loop: backend writes are not batched across clients", "err", err)
 	}
+	l.metrics.pols.init()
 	p.metrics.addLoop(&l.metrics)
 	return l
 }

@@ -1,13 +1,16 @@
 package server
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/pool"
 )
 
 // errorCodes are the protocol's error codes, indexed for per-loop counters.
@@ -37,8 +40,12 @@ const (
 	mIdleClosed
 	mSlowFrames
 	mUnanswered
-	mErrors // first of len(errorCodes)
-	mCount  = mErrors + len(errorCodes)
+	mClientIn   // bytes of messages read from clients
+	mClientOut  // bytes written to clients
+	mBackendIn  // bytes of replies read from backends
+	mBackendOut // bytes of requests written to backends
+	mErrors     // first of len(errorCodes)
+	mCount      = mErrors + len(errorCodes)
 )
 
 // loopMetrics are one loop's counters. The loop counts with plain adds: an
@@ -50,6 +57,7 @@ type loopMetrics struct {
 	n    [mCount]int64        // the loop's own
 	pub  [mCount]atomic.Int64 // published copies
 	last int64                // loop clock of the last publish
+	pols policyTable          // per policy (policystats.go)
 	_    [64]byte
 }
 
@@ -63,12 +71,15 @@ func (m *loopMetrics) publish(now int64) {
 			m.pub[i].Store(m.n[i])
 		}
 	}
+	m.pols.publish()
 }
 
-func (m *loopMetrics) countError(code string) {
+// countError counts an error answer of code to a request of ps.
+func (m *loopMetrics) countError(ps *policyStats, code string) {
 	for i, c := range errorCodes {
 		if c == code {
 			m.n[mErrors+i]++
+			ps.n[pErrors+i]++
 			return
 		}
 	}
@@ -114,6 +125,12 @@ type Snapshot struct {
 	// closed for a partial message held past Config.FrameTimeout.
 	ConnsRefused, IdleClosed, SlowFrames int64
 	Inflight                             int64 // requests not yet answered
+	Leases                               int64 // backend registrations held
+	// Bytes of messages read from clients and backends (framing
+	// included), and bytes written to them.
+	ClientBytesIn, ClientBytesOut, BackendBytesIn, BackendBytesOut int64
+
+	stopped bool // the proxy had stopped: the counts are final
 }
 
 // Snapshot sums the loops' counters. It asks each loop to publish first
@@ -121,7 +138,10 @@ type Snapshot struct {
 // before the call; once the proxy stopped it reads the final counts.
 func (m *Metrics) Snapshot() Snapshot {
 	stopped := m.p.syncMetrics()
-	s := Snapshot{Errors: map[string]int64{}}
+	s := Snapshot{Errors: map[string]int64{}, stopped: stopped}
+	m.p.mu.Lock() // before m.mu: loopOf holds it while it adds a loop
+	s.Leases = int64(len(m.p.leases))
+	m.p.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, l := range m.loops {
@@ -148,6 +168,10 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.IdleClosed += get(mIdleClosed)
 		s.SlowFrames += get(mSlowFrames)
 		s.Inflight += get(mUnanswered)
+		s.ClientBytesIn += get(mClientIn)
+		s.ClientBytesOut += get(mClientOut)
+		s.BackendBytesIn += get(mBackendIn)
+		s.BackendBytesOut += get(mBackendOut)
 		for i, c := range errorCodes {
 			if n := get(mErrors + i); n > 0 {
 				s.Errors[c] += n
@@ -158,10 +182,32 @@ func (m *Metrics) Snapshot() Snapshot {
 	return s
 }
 
+// policies sums the loops' per-policy counts, by policy label. Call it
+// after Snapshot (which has the loops publish); stopped is what the
+// Snapshot's sync reported.
+func (m *Metrics) policies(stopped bool) map[string]*policyTotals {
+	out := map[string]*policyTotals{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.loops {
+		for _, ps := range l.pols.slots() {
+			pt := out[ps.label]
+			if pt == nil {
+				pt = &policyTotals{}
+				out[ps.label] = pt
+			}
+			pt.add(ps, stopped)
+		}
+	}
+	return out
+}
+
 var (
-	descRequests  = prometheus.NewDesc("prism_requests_total", "Requests read from clients.", nil, nil)
-	descReplies   = prometheus.NewDesc("prism_replies_total", "Backend replies returned to clients.", nil, nil)
-	descErrors    = prometheus.NewDesc("prism_errors_total", "Error answers, by code.", []string{"code"}, nil)
+	descRequests  = prometheus.NewDesc("prism_requests_total", "Requests read from clients, by policy (\"none\": not decodable).", []string{"policy"}, nil)
+	descReplies   = prometheus.NewDesc("prism_replies_total", "Backend replies returned to clients, by policy.", []string{"policy"}, nil)
+	descErrors    = prometheus.NewDesc("prism_errors_total", "Error answers, by policy and code.", []string{"policy", "code"}, nil)
+	descLatency   = prometheus.NewDesc("prism_request_duration_seconds", "Time from a request's arrival to its answer (reply or error) being queued for its client, by policy.", []string{"policy"}, nil)
+	descBackLat   = prometheus.NewDesc("prism_backend_reply_duration_seconds", "Time from a request being handed to a backend's data connection to its reply, by policy.", []string{"policy"}, nil)
 	descRetries   = prometheus.NewDesc("prism_retries_total", "Requests sent again after their backend failed.", nil, nil)
 	descLate      = prometheus.NewDesc("prism_late_replies_total", "Replies discarded after their request timed out.", nil, nil)
 	descAbandoned = prometheus.NewDesc("prism_abandoned_total", "Requests whose client left before the answer.", nil, nil)
@@ -175,20 +221,31 @@ var (
 	descPanics    = prometheus.NewDesc("prism_panic_routed_total", "Requests routed to an ejected backend because every backend of the policy was ejected.", nil, nil)
 	descNoBudget  = prometheus.NewDesc("prism_retries_refused_total", "Retries refused by the retry budget (answered backend_unavailable).", nil, nil)
 	descHeld      = prometheus.NewDesc("prism_memory_held_bytes", "Bytes held for requests on their way to backends and replies waiting their turn (bounded by -max-memory).", nil, nil)
-	descState     = prometheus.NewDesc("prism_backend_state", "A backend's state: 0 up, 1 ejected, 2 probing.", []string{"id", "policy"}, nil)
+	descState     = prometheus.NewDesc("prism_backend_state", "A backend's outlier state: 1 for the state it is in (up, ejected or probing), 0 for the others.", []string{"id", "policy", "state"}, nil)
 	descConns     = prometheus.NewDesc("prism_connections", "Inbound connections open (clients and leases).", nil, nil)
+	descLeases    = prometheus.NewDesc("prism_leases", "Backend registrations held (lease connections with a backend registered).", nil, nil)
 	descConnsRef  = prometheus.NewDesc("prism_connections_refused_total", "Inbound connections closed as they opened: the connection cap (-max-conns) was reached.", nil, nil)
 	descIdle      = prometheus.NewDesc("prism_connections_idle_closed_total", "Client connections closed after the idle timeout.", nil, nil)
 	descSlowFrame = prometheus.NewDesc("prism_connections_slow_frame_total", "Connections answered bad_request and closed for holding a partial message past the frame timeout.", nil, nil)
 	descInflight  = prometheus.NewDesc("prism_inflight", "Requests not yet answered.", nil, nil)
-	descBackends  = prometheus.NewDesc("prism_backends", "Backends in rotation, by policy.", []string{"policy"}, nil)
+	descBackends  = prometheus.NewDesc("prism_backends", "Backends registered, by policy.", []string{"policy"}, nil)
 	descRouted    = prometheus.NewDesc("prism_backend_routed_total", "Requests routed to a backend.", []string{"id", "policy"}, nil)
+	descBackFail  = prometheus.NewDesc("prism_backend_failures_total", "Failures of a backend: requests timed out on it, data connections that failed to open, closed with requests in flight or broke the protocol.", []string{"id", "policy"}, nil)
+	descBackInfl  = prometheus.NewDesc("prism_backend_inflight", "Requests on a backend's data connections (sent or waiting to be written), not yet replied to.", []string{"id", "policy"}, nil)
+	descClientIn  = prometheus.NewDesc("prism_client_received_bytes_total", "Bytes of messages read from clients, framing included.", nil, nil)
+	descClientOut = prometheus.NewDesc("prism_client_sent_bytes_total", "Bytes written to clients.", nil, nil)
+	descBackIn    = prometheus.NewDesc("prism_backend_received_bytes_total", "Bytes of replies read from backends, framing included.", nil, nil)
+	descBackOut   = prometheus.NewDesc("prism_backend_sent_bytes_total", "Bytes of requests written to backends.", nil, nil)
 )
+
+var allDescs = []*prometheus.Desc{descRequests, descReplies, descErrors, descLatency, descBackLat, descRetries, descLate,
+	descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls,
+	descPanics, descNoBudget, descHeld, descState, descConns, descLeases, descConnsRef, descIdle, descSlowFrame,
+	descInflight, descBackends, descRouted, descBackFail, descBackInfl, descClientIn, descClientOut, descBackIn, descBackOut}
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descReplies, descErrors, descRetries, descLate,
-		descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls, descPanics, descNoBudget, descHeld, descState, descConns, descConnsRef, descIdle, descSlowFrame, descInflight, descBackends, descRouted} {
+	for _, d := range allDescs {
 		ch <- d
 	}
 }
@@ -203,10 +260,19 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
-	counter(descRequests, s.Requests)
-	counter(descReplies, s.Replies)
-	for _, c := range errorCodes {
-		counter(descErrors, s.Errors[c], c)
+	histogram := func(d *prometheus.Desc, h *histo, labels ...string) {
+		ch <- prometheus.MustNewConstHistogram(d, h.count(), float64(h.sum)/1e9, h.cumulative(), labels...)
+	}
+	for label, pt := range m.policies(s.stopped) {
+		counter(descRequests, pt.n[pRequests], label)
+		counter(descReplies, pt.n[pReplies], label)
+		for i, c := range errorCodes {
+			counter(descErrors, pt.n[pErrors+i], label, c)
+		}
+		histogram(descLatency, &pt.lat, label)
+		if label != policyNone { // no request of "none" reaches a backend
+			histogram(descBackLat, &pt.backend, label)
+		}
 	}
 	counter(descRetries, s.Retries)
 	counter(descLate, s.Late)
@@ -221,18 +287,86 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descPanics, s.Panics)
 	counter(descNoBudget, s.NoBudget)
 	gauge(descConns, s.Conns)
+	gauge(descLeases, s.Leases)
 	counter(descConnsRef, s.ConnsRefused)
 	counter(descIdle, s.IdleClosed)
 	counter(descSlowFrame, s.SlowFrames)
 	gauge(descInflight, s.Inflight)
 	gauge(descHeld, s.Held)
+	counter(descClientIn, s.ClientBytesIn)
+	counter(descClientOut, s.ClientBytesOut)
+	counter(descBackIn, s.BackendBytesIn)
+	counter(descBackOut, s.BackendBytesOut)
 	perPolicy := map[int64]int64{}
+	inflight := m.p.backendInflight()
 	for _, b := range m.p.registry.Backends() {
+		id, pol := itoa(b.ID), itoa(b.Policy)
 		perPolicy[b.Policy]++
-		counter(descRouted, int64(b.Routed()), itoa(b.ID), itoa(b.Policy))
-		gauge(descState, int64(b.State()), itoa(b.ID), itoa(b.Policy))
+		counter(descRouted, int64(b.Routed()), id, pol)
+		counter(descBackFail, int64(b.Failures()), id, pol)
+		gauge(descBackInfl, int64(inflight[b]), id, pol)
+		st := b.State()
+		for i, name := range stateNames {
+			v := int64(0)
+			if int32(i) == st {
+				v = 1
+			}
+			gauge(descState, v, id, pol, name)
+		}
 	}
 	for p, n := range perPolicy {
 		gauge(descBackends, n, itoa(p))
 	}
+}
+
+// backendInflight counts the requests on each backend's data connections,
+// asking each loop (through its task queue: links are the loop's own) and
+// waiting for a busy one at most syncWait; a loop that did not answer in
+// time is left out. Empty once the proxy stopped.
+func (p *proxy) backendInflight() map[*pool.Backend]int {
+	out := map[*pool.Backend]int{}
+	select {
+	case <-p.done:
+		return out
+	default:
+	}
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	type load struct {
+		b *pool.Backend
+		n int
+	}
+	res := make(chan []load, len(loops))
+	pending := 0
+	for _, l := range loops {
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			var ls []load
+			for b, lk := range l.links {
+				if n := lk.fifo.Len(); n > 0 {
+					ls = append(ls, load{b, n})
+				}
+			}
+			res <- ls
+			return nil
+		}))
+		if err == nil {
+			pending++
+		}
+	}
+	timeout := time.NewTimer(syncWait)
+	defer timeout.Stop()
+	for ; pending > 0; pending-- {
+		select {
+		case ls := <-res:
+			for _, x := range ls {
+				out[x.b] += x.n
+			}
+		case <-timeout.C:
+			return out
+		case <-p.done:
+			return out
+		}
+	}
+	return out
 }

@@ -130,16 +130,24 @@ type BackendInfo struct {
 	Framing string `json:"framing"` // "binary" or "text"
 	Routed  uint64 `json:"routed"`  // requests routed to it
 	State   string `json:"state"`   // "up", "ejected" or "probing"
+	// Failures reported (timeouts, failed or broken data connections), and
+	// requests on its data connections not yet replied to.
+	Failures uint64 `json:"failures"`
+	Inflight int    `json:"inflight"`
 }
 
 var stateNames = [...]string{pool.Healthy: "up", pool.Ejected: "ejected", pool.Probing: "probing"}
 
 // Backends lists the backends in rotation, ordered by policy, then id.
+// It asks each loop for its in-flight counts (waiting for a busy one at
+// most syncWait).
 func (p *Proxy) Backends() []BackendInfo {
 	bs := p.p.registry.Backends()
+	inflight := p.p.backendInflight()
 	out := make([]BackendInfo, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed(), stateNames[b.State()]})
+		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed(), stateNames[b.State()],
+			b.Failures(), inflight[b]})
 	}
 	return out
 }

@@ -119,6 +119,8 @@ func TestParseProxyArgs(t *testing.T) {
 			want: with(func(c *server.Config) { c.MaxConns, c.IdleTimeout, c.FrameTimeout = 100, 30*time.Second, 2*time.Second }), drain: 10 * time.Second},
 		{name: "timeouts 0 are off", args: []string{"-idle-timeout", "0", "-frame-timeout", "0"},
 			want: with(func(c *server.Config) { c.IdleTimeout, c.FrameTimeout = -1, -1 }), drain: 10 * time.Second},
+		{name: "readiness", args: []string{"-ready-min-backends", "2", "-ready-policies", "7,8"},
+			want: with(func(c *server.Config) { c.ReadyMinBackends, c.ReadyPolicies = 2, "7,8" }), drain: 10 * time.Second},
 		{name: "all", args: []string{"-loops", "3", "-timeout", "250ms", "-max-frame", "4096", "-register-token", "s3cret",
 			"-max-inflight", "8", "-admin", "127.0.0.1:0", "-drain", "1s", "-v"},
 			want: with(func(c *server.Config) {

@@ -40,7 +40,7 @@ func parseProxyArgs(args []string) (pa proxyArgs, code int, done bool) {
 	fs := flag.NewFlagSet("prism proxy", flag.ContinueOnError)
 	pa.cfg.RegisterFlags(fs)
 	port := fs.Int("port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
-	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /backends); empty: off")
+	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /readyz, /backends, /debug/pprof/); empty: off")
 	fs.DurationVar(&pa.drain, "drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight; "+
 		"then they are answered shutting_down and the exit status is 1 (0 when all were answered); a second signal exits at once with 130")
 	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail")

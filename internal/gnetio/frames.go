@@ -74,6 +74,10 @@ func (f *Frames) Next() ([]byte, error) {
 	return frame[codec.HeaderLen:], nil
 }
 
+// Size is the size of the message Next returned, framing included (for a
+// text message, the whitespace before it too).
+func (f *Frames) Size() int { return f.n }
+
 // Consume drops the message Next returned.
 func (f *Frames) Consume() {
 	if f.split.Framing == codec.Text {
