@@ -18,6 +18,8 @@ const (
 	defaultListen = "127.0.0.1:0"
 	defaultLoops  = 1
 	defaultRetry  = 2 * time.Second
+
+	defaultReplacedRetry = time.Minute
 	// The command's own defaults: a backend registers with a proxy on its
 	// default address, as server 1.
 	defaultProxy = "127.0.0.1:9000"
@@ -77,6 +79,12 @@ type Config struct {
 	// Retry is the longest wait between attempts to (re)register. Zero or
 	// negative: 2s.
 	Retry time.Duration
+	// ReplacedRetry is how long a server whose registration a proxy revoked
+	// (another server registered the same id) waits before registering
+	// again: long enough that two servers sharing an id by mistake do not
+	// fight, short enough that one replaced by an impostor comes back.
+	// Zero: 1m; negative: never register with that proxy again.
+	ReplacedRetry time.Duration
 	// Logger receives the server's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -97,6 +105,9 @@ func (c Config) resolve() Config {
 	}
 	if c.Retry <= 0 {
 		c.Retry = defaultRetry
+	}
+	if c.ReplacedRetry == 0 {
+		c.ReplacedRetry = defaultReplacedRetry
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,6 +147,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			return err
 		})
 	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops")
+	fs.DurationVar(&c.ReplacedRetry, "replaced-retry", c.ReplacedRetry,
+		"after another server registered this id, wait this long before registering again; negative: never")
 }
 
 // listFlag is a comma-separated list; blanks are dropped.

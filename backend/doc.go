@@ -6,11 +6,12 @@
 // the framing the connection speaks, each invalid one with a protocol error)
 // and the leases: one registration connection per proxy, opened with a setup
 // and held open, registered again with backoff when it drops. A proxy that
-// refuses the setup (unauthorized, bad_request) or ends the lease with
-// unauthorized (a newer registration of the same id replaced it) is given
-// up on, with an error logged: registering again would get the same answer,
-// or take the id back from the other server, each replacing the other in
-// turn. WaitRegistered then returns ErrRefused or ErrRevoked. It does not
+// refuses the setup (unauthorized, bad_request) is given up on, with an
+// error logged: registering again would get the same answer. A lease ended
+// with unauthorized (a newer registration of the same id replaced it) is
+// registered again only after Config.ReplacedRetry (1m), so that two
+// servers sharing an id do not take it from each other in a loop.
+// WaitRegistered then returns ErrRefused or ErrRevoked. It does not
 // route, balance or retry; that is the proxy's job (package server). Its
 // answers are an echo of the payload or the payload upper-cased, enough for
 // tests, demos and benchmarks.

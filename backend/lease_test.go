@@ -58,7 +58,7 @@ func TestLeaseGivesUp(t *testing.T) {
 	}{
 		{"refused unauthorized", false, codec.CodeUnauthorized, ErrRefused, true, "setup refused: wrong or missing token"},
 		{"refused bad_request", false, codec.CodeBadRequest, ErrRefused, true, "listenport must be 1..65535"},
-		{"replaced", true, codec.CodeUnauthorized, ErrRevoked, true, "replaced by a newer registration of id 1 from 10.0.0.2:4000"},
+		{"replaced, never again", true, codec.CodeUnauthorized, ErrRevoked, true, "replaced by a newer registration of id 1 from 10.0.0.2:4000"},
 		{"shutting down", true, codec.CodeShuttingDown, nil, false, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,7 +70,8 @@ func TestLeaseGivesUp(t *testing.T) {
 			var dials atomic.Int32
 			go fakeProxy(ln, &dials, tt.ack, tt.code, tt.logText)
 			h := &recordHandler{Handler: quiet.Handler()}
-			s := start(t, Config{ID: 1, Proxies: []string{ln.Addr().String()}, Logger: slog.New(h), Retry: 20 * time.Millisecond})
+			s := start(t, Config{ID: 1, Proxies: []string{ln.Addr().String()}, Logger: slog.New(h), Retry: 20 * time.Millisecond,
+				ReplacedRetry: -1})
 			if !tt.giveUp {
 				waitDials(t, &dials, 3) // it keeps registering again
 				return
@@ -128,5 +129,28 @@ func waitDials(t *testing.T, dials *atomic.Int32, n int32) {
 		if time.Now().After(deadline) {
 			t.Fatalf("dialed %d times; want at least %d", dials.Load(), n)
 		}
+	}
+}
+
+// A server whose registration was replaced registers again, but only after
+// ReplacedRetry, and says why.
+func TestReplacedRegistersAgainLater(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var dials atomic.Int32
+	go fakeProxy(ln, &dials, true, codec.CodeUnauthorized, "replaced by a newer registration of id 1 from 10.0.0.2:4000")
+	h := &recordHandler{Handler: quiet.Handler()}
+	start(t, Config{ID: 1, Proxies: []string{ln.Addr().String()}, Logger: slog.New(h), Retry: 20 * time.Millisecond,
+		ReplacedRetry: 300 * time.Millisecond})
+	began := time.Now()
+	waitDials(t, &dials, 2)
+	if d := time.Since(began); d < 250*time.Millisecond {
+		t.Fatalf("registered again after %v; want ReplacedRetry (300ms)", d)
+	}
+	if got := h.logged(); len(got) == 0 || !strings.Contains(got[0], "another server registered this id") {
+		t.Fatalf("logged %q", got)
 	}
 }

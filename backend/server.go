@@ -205,10 +205,12 @@ func (s *Server) stop() {
 
 // holdLease registers with one proxy and keeps the lease open, registering
 // again with backoff when it drops. It gives up on the proxy when the proxy
-// says that registering again cannot help (giveUp): the setup was refused,
-// or the lease was revoked because another server registered the same id
-// (registering again would take the id back and out of rotation in turn,
-// the two servers fighting over it).
+// refused the setup (registering again would get the same answer). When the
+// lease was revoked because another server registered the same id, it
+// waits ReplacedRetry before registering again: at once would take the id
+// back and out of rotation in turn, the two servers fighting over it;
+// never would leave the id's policy without this server for good if the
+// other one was an impostor or is gone.
 func (s *Server) holdLease(addr string) {
 	defer s.wg.Done()
 	wait := 50 * time.Millisecond
@@ -220,8 +222,19 @@ func (s *Server) holdLease(addr string) {
 		}
 		if giveUp(err) {
 			s.setAcked(addr, false, err)
-			s.cfg.Logger.Error("not registering with this proxy again", "proxy", addr, "id", s.cfg.ID, "err", err)
-			return
+			if !errors.Is(err, ErrRevoked) || s.cfg.ReplacedRetry < 0 {
+				s.cfg.Logger.Error("not registering with this proxy again", "proxy", addr, "id", s.cfg.ID, "err", err)
+				return
+			}
+			s.cfg.Logger.Error("another server registered this id: registering again later (give each server its own id)",
+				"proxy", addr, "id", s.cfg.ID, "in", s.cfg.ReplacedRetry, "err", err)
+			select {
+			case <-time.After(s.cfg.ReplacedRetry):
+			case <-s.ctx.Done():
+				return
+			}
+			wait = 50 * time.Millisecond
+			continue
 		}
 		s.setAcked(addr, false, nil)
 		s.cfg.Logger.Warn("lease lost; registering again", "proxy", addr, "err", err, "in", wait)
