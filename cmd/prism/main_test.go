@@ -233,6 +233,33 @@ func TestParseDemoArgs(t *testing.T) {
 	}
 }
 
+func TestParseClientArgs(t *testing.T) {
+	def := clientArgs{addr: "127.0.0.1:9000", id: 1, count: 1, timeout: 10 * time.Second}
+	with := func(f func(*clientArgs)) clientArgs { c := def; f(&c); return c }
+	for _, tt := range []struct {
+		name string
+		args []string
+		want clientArgs
+	}{
+		{name: "defaults", want: def},
+		{name: "all", args: []string{"-proxy", "h:1", "-id", "2", "-policy", "3", "-n", "4", "-timeout", "1s", "-text", "hello", "world"},
+			want: with(func(c *clientArgs) {
+				c.addr, c.id, c.policy, c.count, c.timeout = "h:1", 2, 3, 4, time.Second
+				c.opts.Framing, c.words = codec.Text, []string{"hello", "world"}
+			})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ca, code, done := parseClientArgs(tt.args)
+			if done {
+				t.Fatalf("parseClientArgs(%q) stopped with status %d", tt.args, code)
+			}
+			if !reflect.DeepEqual(ca, tt.want) {
+				t.Errorf("args = %+v; want %+v", ca, tt.want)
+			}
+		})
+	}
+}
+
 // TestBenchDemoUsageErrors checks the flag values the commands refuse, where
 // the Config would take them for its defaults or reject them later.
 func TestBenchDemoUsageErrors(t *testing.T) {
