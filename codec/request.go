@@ -14,12 +14,11 @@ import (
 // well-formed request, and for it sonic's JIT-compiled struct decoder is
 // cheaper than the general visitor: it validates syntax, strings (control
 // characters, UTF-8) and trailing bytes in the same pass, and fills fixed
-// fields instead of calling back per token (validation included, 64 B:
-// ~0.27 vs ~0.33 µs; 4 KiB: ~0.55 vs ~1.0 µs). It accepts only what the
-// general path accepts; anything it is not sure of — a missing or null
-// field, an escaped or repaired payload, a string where a number should be,
-// any error — goes through Decode and ValidateRequest, which give the
-// precise answer.
+// fields instead of calling back per token (figures in BENCHMARKS.md,
+// validation included). It accepts only what the general path accepts;
+// anything it is not sure of — a missing or null field, an escaped or
+// repaired payload, a string where a number should be, any error — goes
+// through Decode and ValidateRequest, which give the precise answer.
 
 // unset marks an integer field the fast path did not see. A message that
 // really holds this value takes the general path, which decides.

@@ -2,8 +2,10 @@ package demo
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 )
 
@@ -61,6 +63,82 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The defaults of Config's fields.
+const (
+	defaultDuration = 10 * time.Second
+	defaultClients  = 8
+	defaultPipeline = 8
+	defaultPolicies = 3
+	defaultBackends = 2
+	defaultSize     = 256
+)
+
+// RegisterFlags defines the demo's command-line flags on fs, bound to c's
+// fields: -duration, -clients, -pipeline, -policies, -backends, -loops and
+// -size. It sets those fields to their defaults; parsing fs then sets the
+// ones given. All but -loops must be positive when given (zero would read
+// as the default): other values are refused by the parse. Call it before
+// fs.Parse; c must outlive the parse.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Duration = defaultDuration
+	fs.Var((*positiveDuration)(&c.Duration), "duration", "how long the clients send requests")
+	c.Clients = defaultClients
+	fs.Var((*positiveInt)(&c.Clients), "clients", "client connections")
+	c.Pipeline = defaultPipeline
+	fs.Var((*positiveInt)(&c.Pipeline), "pipeline", "requests in flight per client connection")
+	c.Policies = defaultPolicies
+	fs.Var((*positiveInt)(&c.Policies), "policies", "policies 1..n (odd ones echo, even ones upper-case)")
+	c.Backends = defaultBackends
+	fs.Var((*positiveInt)(&c.Backends), "backends", "backend servers per policy")
+	fs.IntVar(&c.Loops, "loops", 0, "proxy event loops; 0: one per CPU")
+	c.Size = defaultSize
+	fs.Var((*positiveInt)(&c.Size), "size", "largest payload in `bytes`")
+}
+
+// positiveInt is a count that, when given, must be positive.
+type positiveInt int
+
+func (n *positiveInt) String() string {
+	if n == nil {
+		return "0"
+	}
+	return strconv.Itoa(int(*n))
+}
+
+func (n *positiveInt) Set(s string) error {
+	v, err := strconv.Atoi(s)
+	switch {
+	case err != nil:
+		return errors.New("parse error")
+	case v <= 0:
+		return errors.New("must be positive")
+	}
+	*n = positiveInt(v)
+	return nil
+}
+
+// positiveDuration is a duration that, when given, must be positive.
+type positiveDuration time.Duration
+
+func (d *positiveDuration) String() string {
+	if d == nil {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("parse error")
+	case v <= 0:
+		return errors.New("must be positive")
+	}
+	*d = positiveDuration(v)
+	return nil
+}
+
 // resolve fills in the defaults and checks the ranges.
 func (c Config) resolve() (Config, error) {
 	for _, f := range []struct {
@@ -83,13 +161,13 @@ func (c Config) resolve() (Config, error) {
 			*v = d
 		}
 	}
-	def(&c.Clients, 8)
-	def(&c.Pipeline, 8)
-	def(&c.Policies, 3)
-	def(&c.Backends, 2)
-	def(&c.Size, 256)
+	def(&c.Clients, defaultClients)
+	def(&c.Pipeline, defaultPipeline)
+	def(&c.Policies, defaultPolicies)
+	def(&c.Backends, defaultBackends)
+	def(&c.Size, defaultSize)
 	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
+		c.Duration = defaultDuration
 	}
 	if c.Size > maxSize {
 		return c, fmt.Errorf("%w: size %d is over %d bytes", ErrConfig, c.Size, maxSize)

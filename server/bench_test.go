@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func BenchmarkProxyForward(b *testing.B) {
 			startBackend(b, p, 1, 7, backend.Echo, codec.Binary)
 			startBackend(b, p, 2, 7, backend.Echo, codec.Binary)
 			c := dial(b, p, codec.Binary)
-			benchPipeline(b, c, tc.pipeline, stringOf('x', tc.size))
+			benchPipeline(b, c, tc.pipeline, strings.Repeat("x", tc.size))
 		})
 	}
 }
@@ -35,17 +36,9 @@ func BenchmarkDirect(b *testing.B) {
 	nc := dialDirect(b, startLoneBackend(b))
 	for _, depth := range []int{1, 16} {
 		b.Run("pipeline="+strconv.Itoa(depth), func(b *testing.B) {
-			benchPipeline(b, nc, depth, stringOf('x', 64))
+			benchPipeline(b, nc, depth, strings.Repeat("x", 64))
 		})
 	}
-}
-
-func stringOf(c byte, n int) string {
-	buf := make([]byte, n)
-	for i := range buf {
-		buf[i] = c
-	}
-	return string(buf)
 }
 
 // benchPipeline keeps depth requests in flight on c for b.N requests.
@@ -108,7 +101,7 @@ func benchClients(b *testing.B, conns, depth int, dial func() *client.Conn) {
 	for i := range cs {
 		cs[i] = dial()
 	}
-	payload := stringOf('x', 64)
+	payload := strings.Repeat("x", 64)
 	for _, c := range cs {
 		c.NetConn().SetDeadline(time.Time{})
 	}

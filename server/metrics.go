@@ -50,9 +50,10 @@ const (
 
 // loopMetrics are one loop's counters. The loop counts with plain adds: an
 // atomic add per request is a locked instruction that waits for the store
-// buffer to drain, which cost ~6% of the CPU at 1000 connections. It
-// publishes the counts to atomics for scrapes and Shutdown at most every
-// publishEvery while busy, and on every tick.
+// buffer to drain, which showed in profiles at 1000 connections (figures in
+// BENCHMARKS.md, "What was tried"). It publishes the counts to atomics for
+// scrapes and Shutdown at most every publishEvery while busy, and on every
+// tick.
 type loopMetrics struct {
 	n    [mCount]int64        // the loop's own
 	pub  [mCount]atomic.Int64 // published copies

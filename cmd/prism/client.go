@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,14 +20,35 @@ func init() {
 	commands["client"] = command{"send requests and print the replies", runClient}
 }
 
-func runClient(args []string) int {
+// clientArgs is what the client command's flags say.
+type clientArgs struct {
+	addr    string
+	id      int64
+	policy  int64
+	count   int
+	timeout time.Duration
+	opts    client.Options
+	words   []string // the payload's words; none: read standard input
+}
+
+// parseClientArgs reads the client command's flags into a clientArgs; done
+// reports that the command should return code (0 after -h, 2 after a usage
+// error).
+func parseClientArgs(args []string) (ca clientArgs, code int, done bool) {
 	fs := flag.NewFlagSet("prism client", flag.ContinueOnError)
-	addr := fs.String("proxy", "127.0.0.1:9000", "proxy `address`")
-	id := fs.Int64("id", 1, "client id (srcid)")
-	policy := fs.Int64("policy", 0, "privacy policy of the requests")
-	count := fs.Int("n", 1, "send the payload this many times, pipelined")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	text := fs.Bool("text", false, "use the text framing instead of binary")
+	fs.StringVar(&ca.addr, "proxy", "127.0.0.1:9000", "proxy `address`")
+	fs.Int64Var(&ca.id, "id", 1, "client id (srcid)")
+	fs.Int64Var(&ca.policy, "policy", 0, "privacy policy of the requests")
+	fs.IntVar(&ca.count, "n", 1, "send the payload this many times, pipelined")
+	fs.DurationVar(&ca.timeout, "timeout", 10*time.Second, "give up after this long")
+	fs.BoolFunc("text", "use the text framing instead of binary", func(s string) error {
+		text, err := strconv.ParseBool(s)
+		ca.opts.Framing = codec.Binary
+		if text {
+			ca.opts.Framing = codec.Text
+		}
+		return err
+	})
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: prism client [flags] [payload words...]\n\n"+
 			"Sends the words, joined by spaces, as one request's payload (-n times), or with\n"+
@@ -35,12 +57,21 @@ func runClient(args []string) int {
 		fs.PrintDefaults()
 	}
 	if code, done := parseFlags(fs, args); done {
+		return ca, code, true
+	}
+	ca.words = fs.Args()
+	return ca, 0, false
+}
+
+func runClient(args []string) int {
+	ca, code, done := parseClientArgs(args)
+	if done {
 		return code
 	}
 	var payloads []string
-	if fs.NArg() > 0 {
-		p := strings.Join(fs.Args(), " ")
-		for range *count {
+	if len(ca.words) > 0 {
+		p := strings.Join(ca.words, " ")
+		for range ca.count {
 			payloads = append(payloads, p)
 		}
 	} else {
@@ -50,13 +81,9 @@ func runClient(args []string) int {
 			payloads = append(payloads, sc.Text())
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ca.timeout)
 	defer cancel()
-	opts := client.Options{}
-	if *text {
-		opts.Framing = codec.Text
-	}
-	failed, err := sendAll(ctx, *addr, opts, *id, *policy, payloads, os.Stdout)
+	failed, err := sendAll(ctx, ca.addr, ca.opts, ca.id, ca.policy, payloads, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "prism client:", err)
 		return 1

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/prism-proxy/prism/demo"
 )
@@ -18,33 +17,38 @@ func init() {
 	commands["demo"] = command{"run a proxy, backends and checking clients in one process", runDemo}
 }
 
-func runDemo(args []string) int {
+// demoArgs is what the demo command's flags say: the demo.Config and
+// whether to log.
+type demoArgs struct {
+	cfg     demo.Config
+	verbose bool
+	fs      *flag.FlagSet // for usage errors found past the parse
+}
+
+// parseDemoArgs reads the demo command's flags into a demoArgs; done reports
+// that the command should return code (0 after -h, 2 after a usage error).
+// The Config has no Logger.
+func parseDemoArgs(args []string) (da demoArgs, code int, done bool) {
 	fs := flag.NewFlagSet("prism demo", flag.ContinueOnError)
-	duration := fs.Duration("duration", 10*time.Second, "how long the clients send requests")
-	clients := fs.Int("clients", 8, "client connections")
-	pipeline := fs.Int("pipeline", 8, "requests in flight per client connection")
-	policies := fs.Int("policies", 3, "policies 1..n (odd ones echo, even ones upper-case)")
-	backends := fs.Int("backends", 2, "backend servers per policy")
-	loops := fs.Int("loops", 0, "proxy event loops; 0: one per CPU")
-	size := fs.Int("size", 256, "largest payload in `bytes`")
-	verbose := fs.Bool("v", false, "log the proxy's and the backends' messages to stderr")
+	da.fs = fs
+	da.cfg.RegisterFlags(fs)
+	fs.BoolVar(&da.verbose, "v", false, "log the proxy's and the backends' messages to stderr")
 	if code, done := parseFlags(fs, args); done {
-		return code
+		return da, code, true
 	}
 	if fs.NArg() > 0 {
-		return usageError(fs, "unexpected arguments: %v", fs.Args())
+		return da, usageError(fs, "unexpected arguments: %v", fs.Args()), true
 	}
-	for name, v := range map[string]int64{"duration": int64(*duration), "clients": int64(*clients),
-		"pipeline": int64(*pipeline), "policies": int64(*policies), "backends": int64(*backends), "size": int64(*size)} {
-		if v <= 0 {
-			return usageError(fs, "-%s must be positive", name)
-		}
+	return da, 0, false
+}
+
+func runDemo(args []string) int {
+	da, code, done := parseDemoArgs(args)
+	if done {
+		return code
 	}
-	cfg := demo.Config{
-		Duration: *duration, Clients: *clients, Pipeline: *pipeline, Policies: *policies,
-		Backends: *backends, Loops: *loops, Size: *size,
-	}
-	if *verbose {
+	cfg := da.cfg
+	if da.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -53,7 +57,7 @@ func runDemo(args []string) int {
 	_, err := demo.Run(ctx, cfg, os.Stdout, os.Stderr)
 	switch {
 	case errors.Is(err, demo.ErrConfig):
-		return usageError(fs, "%v", err)
+		return usageError(da.fs, "%v", err)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "prism demo:", err)
 		return 1

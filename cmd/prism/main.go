@@ -63,9 +63,10 @@ func usage(w io.Writer) {
 // waits in epoll_wait, a system call that keeps its P until the runtime's
 // monitor takes it back (20µs to 10ms later); with GOMAXPROCS at the CPU
 // count (1 when pinned with taskset) the rest of the process, and a loop
-// returning from its wait, queue behind that. Measured with the proxy pinned
-// to one CPU: about +10% msgs/s at pipeline 1 and a lower p99. An explicit
-// GOMAXPROCS in the environment wins.
+// returning from its wait, queue behind that: pinned to one CPU, the proxy
+// gave more msgs/s at pipeline 1 and a lower p99 with more Ps (figures in
+// BENCHMARKS.md, "What was tried"). An explicit GOMAXPROCS in the
+// environment wins.
 func raiseProcs(n int) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return

@@ -9,12 +9,16 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prism-proxy/prism/bench/loadgen"
+	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/demo"
 	"github.com/prism-proxy/prism/server"
 )
 
@@ -138,6 +142,154 @@ func TestParseProxyArgs(t *testing.T) {
 			}
 			if pa.admin != tt.admin || pa.drain != tt.drain {
 				t.Errorf("admin, drain = %q, %v; want %q, %v", pa.admin, pa.drain, tt.admin, tt.drain)
+			}
+		})
+	}
+}
+
+func TestParseBenchArgs(t *testing.T) {
+	def := loadgen.Config{
+		Targets: []string{"127.0.0.1:9000"}, Conns: 32, Size: 64, Policies: []int64{0}, SrcID: 1,
+		Timeout: 10 * time.Second, Framing: codec.Binary,
+	}
+	with := func(f func(*loadgen.Config)) loadgen.Config {
+		c := def
+		c.Targets = append([]string(nil), def.Targets...)
+		c.Policies = append([]int64(nil), def.Policies...)
+		f(&c)
+		return c
+	}
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		want   loadgen.Config
+		asJSON bool
+		hgrm   string
+	}{
+		{name: "defaults", want: def},
+		{name: "targets list", args: []string{"-proxy", " a:1, ,b:2,"}, want: with(func(c *loadgen.Config) { c.Targets = []string{"a:1", "b:2"} })},
+		{name: "policies list", args: []string{"-policy", "3, 4,-5"}, want: with(func(c *loadgen.Config) { c.Policies = []int64{3, 4, -5} })},
+		{name: "warmup 0 is none", args: []string{"-warmup", "0"}, want: with(func(c *loadgen.Config) { c.Warmup = -1 })},
+		{name: "timeout 0 is never", args: []string{"-timeout", "0"}, want: with(func(c *loadgen.Config) { c.Timeout = -1 })},
+		{name: "size 0 is empty", args: []string{"-size", "0"}, want: with(func(c *loadgen.Config) { c.Size = -1 })},
+		{name: "rate 0 is closed loop", args: []string{"-rate", "0"}, want: def},
+		{name: "open loop", args: []string{"-rate", "5000", "-pipeline", "7", "-warmup", "2s", "-duration", "3s"},
+			want: with(func(c *loadgen.Config) {
+				c.Rate, c.Pipeline, c.Warmup, c.Duration = 5000, 7, 2*time.Second, 3*time.Second
+			})},
+		{name: "all", args: []string{"-conns", "4", "-n", "1000", "-size", "10", "-id", "9", "-timeout", "1s", "-text",
+			"-json", "-hgrm", "out.hgrm"},
+			want: with(func(c *loadgen.Config) {
+				c.Conns, c.Requests, c.Size, c.SrcID, c.Timeout, c.Framing = 4, 1000, 10, 9, time.Second, codec.Text
+			}),
+			asJSON: true, hgrm: "out.hgrm"},
+		{name: "text=false", args: []string{"-text=false"}, want: def},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ba, code, done := parseBenchArgs(tt.args)
+			if done {
+				t.Fatalf("parseBenchArgs(%q) stopped with status %d", tt.args, code)
+			}
+			if !reflect.DeepEqual(ba.cfg, tt.want) {
+				t.Errorf("config = %+v; want %+v", ba.cfg, tt.want)
+			}
+			if ba.asJSON != tt.asJSON || ba.hgrm != tt.hgrm {
+				t.Errorf("json, hgrm = %v, %q; want %v, %q", ba.asJSON, ba.hgrm, tt.asJSON, tt.hgrm)
+			}
+		})
+	}
+}
+
+func TestParseDemoArgs(t *testing.T) {
+	def := demo.Config{Duration: 10 * time.Second, Clients: 8, Pipeline: 8, Policies: 3, Backends: 2, Size: 256}
+	with := func(f func(*demo.Config)) demo.Config { c := def; f(&c); return c }
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		want    demo.Config
+		verbose bool
+	}{
+		{name: "defaults", want: def},
+		{name: "loops 0 is one per CPU", args: []string{"-loops", "0"}, want: def},
+		{name: "all", args: []string{"-duration", "2s", "-clients", "3", "-pipeline", "4", "-policies", "5", "-backends", "6",
+			"-loops", "7", "-size", "100", "-v"},
+			want: with(func(c *demo.Config) {
+				c.Duration, c.Clients, c.Pipeline, c.Policies, c.Backends, c.Loops, c.Size = 2*time.Second, 3, 4, 5, 6, 7, 100
+			}),
+			verbose: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			da, code, done := parseDemoArgs(tt.args)
+			if done {
+				t.Fatalf("parseDemoArgs(%q) stopped with status %d", tt.args, code)
+			}
+			if !reflect.DeepEqual(da.cfg, tt.want) {
+				t.Errorf("config = %+v; want %+v", da.cfg, tt.want)
+			}
+			if da.verbose != tt.verbose {
+				t.Errorf("verbose = %v; want %v", da.verbose, tt.verbose)
+			}
+		})
+	}
+}
+
+func TestParseClientArgs(t *testing.T) {
+	def := clientArgs{addr: "127.0.0.1:9000", id: 1, count: 1, timeout: 10 * time.Second}
+	with := func(f func(*clientArgs)) clientArgs { c := def; f(&c); return c }
+	for _, tt := range []struct {
+		name string
+		args []string
+		want clientArgs
+	}{
+		{name: "defaults", want: def},
+		{name: "all", args: []string{"-proxy", "h:1", "-id", "2", "-policy", "3", "-n", "4", "-timeout", "1s", "-text", "hello", "world"},
+			want: with(func(c *clientArgs) {
+				c.addr, c.id, c.policy, c.count, c.timeout = "h:1", 2, 3, 4, time.Second
+				c.opts.Framing, c.words = codec.Text, []string{"hello", "world"}
+			})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ca, code, done := parseClientArgs(tt.args)
+			if done {
+				t.Fatalf("parseClientArgs(%q) stopped with status %d", tt.args, code)
+			}
+			if !reflect.DeepEqual(ca, tt.want) {
+				t.Errorf("args = %+v; want %+v", ca, tt.want)
+			}
+		})
+	}
+}
+
+// TestBenchDemoUsageErrors checks the flag values the commands refuse, where
+// the Config would take them for its defaults or reject them later.
+func TestBenchDemoUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		stderr string
+	}{
+		{name: "bench conns 0", args: []string{"bench", "-conns", "0"}, stderr: "-conns: must be positive"},
+		{name: "bench conns negative", args: []string{"bench", "-conns", "-1"}, stderr: "-conns: must be positive"},
+		{name: "bench pipeline 0", args: []string{"bench", "-pipeline", "0"}, stderr: "-pipeline: must be positive"},
+		{name: "bench size negative", args: []string{"bench", "-size", "-1"}, stderr: "-size: must not be negative"},
+		{name: "bench bad policy", args: []string{"bench", "-policy", "1,x"}, stderr: `bad policy "x"`},
+		{name: "bench no target", args: []string{"bench", "-proxy", ","}, stderr: "no target address"},
+		{name: "bench negative rate", args: []string{"bench", "-rate", "-1"}, stderr: "rate -1"},
+		{name: "demo clients 0", args: []string{"demo", "-clients", "0"}, stderr: "-clients: must be positive"},
+		{name: "demo duration 0", args: []string{"demo", "-duration", "0"}, stderr: "-duration: must be positive"},
+		{name: "demo size 0", args: []string{"demo", "-size", "0"}, stderr: "-size: must be positive"},
+		{name: "demo negative loops", args: []string{"demo", "-loops", "-1"}, stderr: "negative loops"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := prism(t, tt.args...)
+			if code != 2 {
+				t.Errorf("exit status %d; want 2 (stderr %q)", code, stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q; want it empty", stdout)
+			}
+			if !strings.Contains(stderr, tt.stderr) || !strings.Contains(stderr, "-pipeline") {
+				t.Errorf("stderr = %q; want it to contain %q and the usage", stderr, tt.stderr)
 			}
 		})
 	}
