@@ -75,12 +75,13 @@ func (p *Proxy) NotReady() string {
 	if px.draining.Load() {
 		return "draining"
 	}
-	need := max(px.cfg.ReadyMinBackends, 0)
+	cfg := &px.live.Load().cfg // Reload may change them
+	need := max(cfg.ReadyMinBackends, 0)
 	count := map[int64]int{}
 	for _, b := range px.registry.Backends() {
 		count[b.Policy]++
 	}
-	if pols, _ := parsePolicies(px.cfg.ReadyPolicies); len(pols) > 0 { // resolve checked it
+	if pols, _ := parsePolicies(cfg.ReadyPolicies); len(pols) > 0 { // resolve checked it
 		for _, pol := range pols {
 			if n := count[pol]; n < max(need, 1) {
 				return "policy " + itoa(pol) + " has " + strconv.Itoa(n) + " backends; needs " + strconv.Itoa(max(need, 1))
