@@ -27,6 +27,7 @@ import (
 func (p *Proxy) AdminHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.p.metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(buildInfoMetric()) // prism_build_info
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
