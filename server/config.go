@@ -224,9 +224,9 @@ var ErrConfig = errors.New("server: bad configuration")
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", defaultListen, "`address` for clients and backend registrations")
 	c.Loops = 0
-	fs.Var(checked(&c.Loops, nonNegative), "loops", "event loops; 0: one per CPU")
+	fs.Var(checked(&c.Loops, nonNegative), "loops", "event `loops`; 0: one per CPU")
 	c.Timeout = defaultTimeout
-	fs.Var(checked(&c.Timeout, positive), "timeout", "request timeout")
+	fs.Var(checked(&c.Timeout, positive), "timeout", "request timeout, a `duration`")
 	c.Retries = defaultRetries
 	fs.Var((*retriesFlag)(&c.Retries), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
 	c.MaxFrame = codec.DefaultMaxFrame
@@ -235,13 +235,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RegisterCIDR, "register-cidr", "", "comma-separated `networks` allowed to register (setups from elsewhere are refused unauthorized); empty: any")
 	fs.StringVar(&c.RegisterListen, "register-listen", "", "separate `address` for backend registrations only (setups on -listen are then refused); empty: -listen")
 	c.MaxClientInflight = defaultMaxClientInflight
-	fs.Var(checked(&c.MaxClientInflight, positive), "max-inflight", "requests in flight per client connection before the proxy stops reading it")
+	fs.Var(checked(&c.MaxClientInflight, positive), "max-inflight", "`requests` in flight per client connection before the proxy stops reading it")
 	c.EjectAfter = defaultEjectAfter
-	fs.Var(checked(&c.EjectAfter, nonZero("negative: never")), "eject-after", "failures in a row that take a backend out of rotation; negative: never (stalls still do)")
+	fs.Var(checked(&c.EjectAfter, nonZero("negative: never")), "eject-after", "`failures` in a row that take a backend out of rotation; negative: never (stalls still do)")
 	c.EjectTime = defaultEjectTime
-	fs.Var(checked(&c.EjectTime, positive), "eject-time", "first ejection of a backend; doubles with each ejection in a row")
+	fs.Var(checked(&c.EjectTime, positive), "eject-time", "first ejection of a backend, a `duration`; doubles with each ejection in a row")
 	c.EjectMaxTime = defaultEjectMaxTime
-	fs.Var(checked(&c.EjectMaxTime, positive), "eject-max-time", "longest ejection")
+	fs.Var(checked(&c.EjectMaxTime, positive), "eject-max-time", "longest ejection, a `duration`")
 	c.MaxEjectedPercent = defaultMaxEjectedPercent
 	fs.Var(checked(&c.MaxEjectedPercent, percent), "max-ejected-percent", "most of a policy's backends ejected at once, in `percent` (1..100)")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
@@ -250,7 +250,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.RetryBudget = defaultRetryBudget
 	fs.Var(checked(&c.RetryBudget, nonZero("negative: no budget")), "retry-budget", "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
 	c.MaxConns = 0
-	fs.Var(checked(&c.MaxConns, nonNegative), "max-conns", "inbound connections open at once, past which new ones are closed; 0: derived from the open-files limit")
+	fs.Var(checked(&c.MaxConns, nonNegative), "max-conns", "inbound `connections` open at once, past which new ones are closed; 0: derived from the open-files limit")
 	c.IdleTimeout = defaultIdleTimeout
 	fs.Var((*offDuration)(&c.IdleTimeout), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
 	c.FrameTimeout = defaultFrameTimeout
@@ -274,7 +274,8 @@ func checked[T number](p *T, check func(T) error) *checkedFlag[T] {
 
 func (f *checkedFlag[T]) String() string {
 	if f == nil || f.p == nil {
-		return ""
+		var zero T
+		return fmt.Sprint(zero) // flag.PrintDefaults compares the default with it
 	}
 	return fmt.Sprint(*f.p) // a time.Duration as "5s"
 }
