@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -44,6 +45,8 @@ var restartOnly = []struct {
 // value; restartNeeded names them (by flag name) when cfg changes them.
 // cfg.Logger is ignored: the proxy keeps its logger.
 //
+// Reload returns once the event loops have the new settings (it waits a
+// second at most for a busy loop, which then takes them at its next tick).
 // On an error (the same as New's) nothing changes. Safe from any
 // goroutine, before or after Start; calls are applied one at a time.
 func (p *Proxy) Reload(cfg Config) (restartNeeded []string, err error) {
@@ -62,7 +65,43 @@ func (p *Proxy) Reload(cfg Config) (restartNeeded []string, err error) {
 	}
 	cfg.Listen, cfg.RegisterListen, cfg.Loops, cfg.MaxConns = run.Listen, run.RegisterListen, run.Loops, run.MaxConns
 	px.apply(cfg)
+	px.syncSettings()
 	return restartNeeded, nil
+}
+
+// reloadWait bounds how long Reload waits for the loops to take the new
+// settings; a loop that is later takes them at its next tick.
+const reloadWait = time.Second
+
+// syncSettings has every loop take the current settings now, through its
+// task queue, and waits for them (at most reloadWait): a request read after
+// Reload returns is under the new settings.
+func (p *proxy) syncSettings() {
+	p.mu.Lock()
+	loops := append([]*loop(nil), p.list...)
+	p.mu.Unlock()
+	timeout := time.NewTimer(reloadWait)
+	defer timeout.Stop()
+	for _, l := range loops {
+		done := make(chan struct{})
+		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if s := l.p.live.Load(); s != l.set {
+				l.reload(s)
+			}
+			close(done)
+			return nil
+		}))
+		if err != nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-timeout.C:
+			return
+		case <-p.done:
+			return
+		}
+	}
 }
 
 // apply publishes cfg, resolved, as the proxy's settings: ejection, the
