@@ -3,7 +3,11 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/buildinfo"
 )
 
 // startDataOnly runs a gnet backend server that serves its data port only:
@@ -221,5 +226,24 @@ func TestConfigZeroIsDefault(t *testing.T) {
 	}
 	if cfg.Retries != 1 || cfg.Timeout != defaultTimeout {
 		t.Errorf("Retries, Timeout = %d, %v; want the defaults", cfg.Retries, cfg.Timeout)
+	}
+}
+
+func TestBuildInfoMetric(t *testing.T) {
+	p := startProxy(t, Config{})
+	srv := httptest.NewServer(p.AdminHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := fmt.Sprintf(`prism_build_info{commit="(devel)",goversion=%q,version="(devel)"} 1`, runtime.Version())
+	if bi := buildinfo.Read(); bi.Commit != buildinfo.Unknown || bi.Version != buildinfo.Unknown {
+		want = fmt.Sprintf(`prism_build_info{commit=%q,goversion=%q,version=%q} 1`, bi.Commit, bi.GoVersion, bi.Version)
+	}
+	if !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 }
