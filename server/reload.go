@@ -39,8 +39,8 @@ var restartOnly = []struct {
 // Reload applies cfg, resolved as New resolves it, to the running proxy
 // without dropping a connection: timeouts, retries and the retry budget,
 // the limits (frames, in-flight requests, memory), ejection, the
-// registration token and networks, connection timeouts and the static
-// backends take effect at once (requests already started keep their
+// registration token and networks, connection timeouts, readiness and the
+// static backends take effect at once (requests already started keep their
 // deadline). The settings a running proxy cannot change keep their running
 // value; restartNeeded names them (by flag name) when cfg changes them.
 // cfg.Logger is ignored: the proxy keeps its logger.
