@@ -118,7 +118,7 @@ func (r *Registry) TryProbe(b *Backend, clock func() int64) bool {
 	if !b.h.state.CompareAndSwap(Ejected, Probing) {
 		return false
 	}
-	b.h.until.Store(clock() + int64(r.outlier.Probe))
+	b.h.until.Store(clock() + int64(r.outlier.Load().Probe))
 	return true
 }
 
@@ -146,7 +146,7 @@ func (r *Registry) Failed(b *Backend, now int64) Event {
 			return EjectedNow
 		}
 	case Healthy:
-		if r.outlier.After > 0 && int(n) >= r.outlier.After {
+		if o := r.outlier.Load(); o.After > 0 && int(n) >= o.After {
 			return r.Eject(b, now)
 		}
 	}
@@ -171,10 +171,11 @@ func (r *Registry) Eject(b *Backend, now int64) Event {
 			out++
 		}
 	}
-	if out*100 > r.outlier.MaxPercent*len(p.Backends) {
+	o := r.outlier.Load()
+	if out*100 > o.MaxPercent*len(p.Backends) {
 		return CapRefused
 	}
-	if now-b.h.back.Load() > int64(r.outlier.Max) {
+	if now-b.h.back.Load() > int64(o.Max) {
 		b.h.ejections.Store(0) // in rotation long enough: start over
 	}
 	b.h.state.Store(Ejected)
@@ -186,10 +187,11 @@ func (r *Registry) Eject(b *Backend, now int64) Event {
 // ejection in a row.
 func (r *Registry) reeject(b *Backend, now int64) {
 	k := b.h.ejections.Add(1) - 1
-	d := r.outlier.Base
-	for ; k > 0 && d < r.outlier.Max; k-- {
+	o := r.outlier.Load()
+	d := o.Base
+	for ; k > 0 && d < o.Max; k-- {
 		d *= 2
 	}
-	b.h.until.Store(now + int64(min(d, r.outlier.Max)))
+	b.h.until.Store(now + int64(min(d, o.Max)))
 	b.h.fails.Store(0)
 }

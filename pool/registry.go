@@ -11,11 +11,15 @@ import (
 
 // Backend is one registration: a server of the pool. Its fields are set
 // before Register and never change afterwards, so any goroutine may read them.
+// A backend is in rotation from Register to Remove (or to the Register of
+// another backend of its id): whether a lease holds it (a setup) or the
+// configuration does (a static backend) is the caller's business.
 type Backend struct {
 	ID      int64
 	Policy  int64
 	Addr    string        // host:port of the backend's data listener
 	Framing codec.Framing // the framing of its setup, used on data connections
+	Static  bool          // given in the configuration, not registered by a setup
 
 	removed atomic.Bool
 	routed  atomic.Uint64
@@ -74,19 +78,25 @@ type Registry struct {
 	byID     map[int64]*Backend
 	counters map[int64]*atomic.Uint64 // per policy; kept across snapshots
 	snap     atomic.Pointer[snapshot]
-	outlier  Outlier // set before use
+	outlier  atomic.Pointer[Outlier]
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	r := &Registry{byID: map[int64]*Backend{}, counters: map[int64]*atomic.Uint64{}, outlier: Outlier{}.resolve()}
+	r := &Registry{byID: map[int64]*Backend{}, counters: map[int64]*atomic.Uint64{}}
+	r.SetOutlier(Outlier{})
 	r.snap.Store(&snapshot{policies: map[int64]*Policy{}})
 	return r
 }
 
-// SetOutlier sets how backends are ejected (health.go). Call it before the
-// registry is used.
-func (r *Registry) SetOutlier(o Outlier) { r.outlier = o.resolve() }
+// SetOutlier sets how backends are ejected (health.go). It may change while
+// the registry is in use: a backend's state (its failures in a row, the end
+// of its ejection) is kept, and the new settings apply from the next
+// failure or ejection on.
+func (r *Registry) SetOutlier(o Outlier) {
+	o = o.resolve()
+	r.outlier.Store(&o)
+}
 
 // Policy returns the backends of policy id, or nil when none is registered.
 func (r *Registry) Policy(id int64) *Policy {

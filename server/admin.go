@@ -27,6 +27,7 @@ import (
 func (p *Proxy) AdminHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(p.p.metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(buildInfoMetric()) // prism_build_info
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -75,12 +76,13 @@ func (p *Proxy) NotReady() string {
 	if px.draining.Load() {
 		return "draining"
 	}
-	need := max(px.cfg.ReadyMinBackends, 0)
+	cfg := &px.live.Load().cfg // Reload may change them
+	need := max(cfg.ReadyMinBackends, 0)
 	count := map[int64]int{}
 	for _, b := range px.registry.Backends() {
 		count[b.Policy]++
 	}
-	if pols, _ := parsePolicies(px.cfg.ReadyPolicies); len(pols) > 0 { // resolve checked it
+	if pols, _ := parsePolicies(cfg.ReadyPolicies); len(pols) > 0 { // resolve checked it
 		for _, pol := range pols {
 			if n := count[pol]; n < max(need, 1) {
 				return "policy " + itoa(pol) + " has " + strconv.Itoa(n) + " backends; needs " + strconv.Itoa(max(need, 1))

@@ -44,9 +44,10 @@ func chunksModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	p := &proxy{registry: pool.NewRegistry()}
 	p.cfg = Config{Retries: 3, RetryBudget: -1, Loops: 1, MaxMemory: 1 << 40, MaxBackendInflight: 1 << 30, MaxConnBuffer: 1 << 40, Timeout: time.Hour, Logger: quiet, MaxClientInflight: 1 << 30}
-	p.lim = newLimits(&p.cfg)
+	set := &settings{cfg: p.cfg, lim: newLimits(&p.cfg)}
+	p.live.Store(set)
 	p.metrics = newMetrics(p)
-	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: p.lim}
+	l := &loop{p: p, links: map[*pool.Backend]*link{}, epoch: time.Now(), lim: set.lim, set: set}
 	l.metrics.pols.init()
 	bs := []*pool.Backend{{ID: 1, Policy: 7, Framing: codec.Binary}, {ID: 2, Policy: 7, Framing: codec.Text}}
 	for _, b := range bs {

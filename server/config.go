@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"runtime"
 	"strconv"
@@ -21,15 +22,19 @@ type Config struct {
 	// Listen is the address for clients and backend registrations.
 	// Default "127.0.0.1:9000"; port 0 picks a free port (see Proxy.Addr).
 	Listen string
-	// Loops is the number of event loops. Zero or negative: one per CPU.
+	// Loops is the number of event loops. Zero: one per CPU; negative is
+	// refused.
 	Loops int
-	// Timeout bounds each request from its arrival to its answer. Zero: 5s.
+	// Timeout bounds each request from its arrival to its answer. Zero: 5s;
+	// negative is refused.
 	Timeout time.Duration
 	// Retries is how many other backends of the same policy a request whose
-	// backend failed before replying may be tried on. Negative: 0 (at most
-	// once delivery). The zero value means the default, 1; use NoRetries for 0.
+	// backend failed before replying may be tried on. The zero value means
+	// the default, 1; NoRetries (any negative value) means none: at most
+	// once delivery.
 	Retries int
-	// MaxFrame is the largest message accepted, in bytes. Zero: 1 MiB.
+	// MaxFrame is the largest message accepted, in bytes. Zero: 1 MiB;
+	// negative is refused.
 	MaxFrame int
 	// RegisterToken, when set, must be the token of every setup (compared
 	// in constant time). Empty: no token needed.
@@ -46,28 +51,33 @@ type Config struct {
 	// Both are served by the same event loops. It must differ from Listen
 	// as written, port 0 included. Empty: setups on Listen.
 	RegisterListen string
-	// DialTimeout bounds the connection to a backend's data port. Zero: 2s.
+	// DialTimeout bounds the connection to a backend's data port. Zero: 2s;
+	// negative is refused.
 	DialTimeout time.Duration
 	// DownFor is how long a backend whose data port refused a connection is
-	// passed over by this loop's selection when others remain. Zero: 1s.
+	// passed over by this loop's selection when others remain. Zero: 1s;
+	// negative is refused.
 	DownFor time.Duration
 	// MaxClientInflight caps requests in flight per client connection: past
 	// it the proxy stops reading the connection's requests until replies go
-	// out. Zero: 1024.
+	// out. Zero: 1024; negative is refused.
 	MaxClientInflight int
 	// MaxBackendInflight is how many requests a data connection (one per
 	// backend per loop) takes before it counts as under pressure: it is then
 	// passed over for others of the policy, and with all of them under
 	// pressure the request is sent anyway but its client is not read until
 	// the link drains. A link whose oldest request is past the timeout, or
-	// that holds twice this many, answers "overloaded" instead. Zero: 16384.
+	// that holds twice this many, answers "overloaded" instead. Zero: 16384;
+	// negative is refused.
 	MaxBackendInflight int
 	// MaxConnBuffer bounds the bytes held per client connection. At it
 	// (requests in flight, replies waiting their turn and answers unsent,
 	// together) the proxy stops reading the client; what the client sends
 	// past it meanwhile is answered "overloaded", request by request; past
 	// twice it in unsent answers (the client does not read) the connection
-	// is closed. Zero: 4 MiB, and at least 2*MaxFrame.
+	// is closed. Zero: 4 MiB, or 2*MaxFrame plus a frame header when that
+	// is more. A value below 2*MaxFrame plus a frame header, or negative,
+	// is refused.
 	MaxConnBuffer int
 	// EjectAfter is how many failures in a row (timeouts, failed data
 	// connections, replies that break the protocol) take a backend out of
@@ -75,13 +85,16 @@ type Config struct {
 	EjectAfter int
 	// EjectTime is a backend's first ejection; it doubles with each
 	// ejection in a row, up to EjectMaxTime. After it one request probes
-	// the backend, and only a reply readmits it. Zero: 1s.
+	// the backend, and only a reply readmits it. Zero: 1s; negative is
+	// refused.
 	EjectTime time.Duration
-	// EjectMaxTime bounds an ejection. Zero: 30s.
+	// EjectMaxTime bounds an ejection. Zero: 30s, or EjectTime when that is
+	// more; negative, or less than EjectTime, is refused.
 	EjectMaxTime time.Duration
 	// MaxEjectedPercent caps the share of a policy's backends ejected at
-	// once, counting the one being ejected. Zero: 50. When every backend
-	// a request may use is ejected, it is routed as if none were (panic).
+	// once, counting the one being ejected. Zero: 50; outside 0..100 is
+	// refused. When every backend a request may use is ejected, it is
+	// routed as if none were (panic).
 	MaxEjectedPercent int
 	// StallTimeout ejects a backend whose data connection has requests in
 	// flight but gave no reply for this long, and retries those requests
@@ -96,7 +109,8 @@ type Config struct {
 	// answers "overloaded". Bytes that clients sent and the proxy has not
 	// parsed yet count too: over the share, a connection holding more than
 	// 64 KiB of an incomplete message is answered "overloaded" and closed.
-	// Per client, MaxConnBuffer bounds the same. Zero: 1 GiB.
+	// Per client, MaxConnBuffer bounds the same. Zero: 1 GiB;
+	// negative is refused.
 	MaxMemory int64
 	// RetryBudget caps retries at this percentage of the requests each loop
 	// read in about the last 10s (plus 10 a second per loop), so that
@@ -112,7 +126,7 @@ type Config struct {
 	// (prism_connections_refused_total) and logged at most once a second.
 	//
 	// The cap is what keeps gnet's acceptor from ever meeting EMFILE, which
-	// stops the whole engine: zero or negative derives it from the soft
+	// stops the whole engine: zero derives it from the soft
 	// open-files limit (RLIMIT_NOFILE) as HAProxy derives maxconn, keeping
 	// a reserve for the proxy's own descriptors (listener, pollers,
 	// doorbells, admin port), for backend data links (one per backend per
@@ -121,7 +135,8 @@ type Config struct {
 	// above what the limit allows with that reserve is refused by New with
 	// an error rather than clamped: a cap the process cannot honour is a
 	// deployment mistake (raise the limit: ulimit -n). The budget assumes
-	// the proxy is the process's main user of descriptors.
+	// the proxy is the process's main user of descriptors. Negative is
+	// refused.
 	MaxConns int
 	// IdleTimeout closes a client connection with no request in flight and
 	// no byte read for this long; nothing is written to it (there is no
@@ -147,8 +162,23 @@ type Config struct {
 	// ReadyPolicies is a comma-separated list of policies ("7,8") that
 	// must be served before /readyz says ready. Empty: any.
 	ReadyPolicies string
+	// Backends are static backends: servers that cannot register
+	// themselves, in rotation from the start without a lease (they leave
+	// it only by Reload) and ejected on failures like the others. A setup
+	// of a static backend's id is refused unauthorized. Ids must be
+	// unique, addresses host:port.
+	Backends []StaticBackend
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
+}
+
+// StaticBackend is a backend given in the configuration (Config.Backends)
+// rather than registered by a setup.
+type StaticBackend struct {
+	ID      int64  `yaml:"id"`
+	Policy  int64  `yaml:"policy"`
+	Addr    string `yaml:"addr"`    // host:port of its data listener
+	Framing string `yaml:"framing"` // "binary" or "text"; empty: binary
 }
 
 // NoRetries is the Config.Retries value for at-most-once delivery.
@@ -174,38 +204,133 @@ const (
 	defaultFrameTimeout       = 10 * time.Second
 )
 
+// ErrConfig is wrapped by the errors of New, Reload and Config.Check for a
+// configuration that makes no sense; the message names the setting.
+var ErrConfig = errors.New("server: bad configuration")
+
 // RegisterFlags defines the proxy's command-line flags on fs, bound to c's
 // fields and with the defaults resolve would give them: -listen, -loops,
 // -timeout, -retries, -max-frame, -register-token, -register-cidr,
 // -register-listen, -max-inflight, the ejection, memory and retry-budget
 // flags, -max-conns, -idle-timeout and -frame-timeout. It sets
-// those fields to their defaults; parsing fs then sets the ones given. The
+// those fields to their defaults; parsing fs then sets the ones given.
+//
+// A flag takes its value as written: where a Config field's zero means
+// "the default", the flag refuses 0 (and negatives where the field refuses
+// them) rather than replacing it. A flag's 0 means something only where its
+// usage says so: -loops and -max-conns (derived), -retries (none),
+// -stall-timeout (derived), -idle-timeout and -frame-timeout (off). The
 // -retries flag counts plainly: 0 there is NoRetries in c.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", defaultListen, "`address` for clients and backend registrations")
-	fs.IntVar(&c.Loops, "loops", 0, "event loops; 0: one per CPU")
-	fs.DurationVar(&c.Timeout, "timeout", defaultTimeout, "request timeout")
+	c.Loops = 0
+	fs.Var(checked(&c.Loops, nonNegative), "loops", "event `loops`; 0: one per CPU")
+	c.Timeout = defaultTimeout
+	fs.Var(checked(&c.Timeout, positive), "timeout", "request timeout, a `duration`")
 	c.Retries = defaultRetries
 	fs.Var((*retriesFlag)(&c.Retries), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
-	fs.IntVar(&c.MaxFrame, "max-frame", codec.DefaultMaxFrame, "largest message in `bytes`")
+	c.MaxFrame = codec.DefaultMaxFrame
+	fs.Var(checked(&c.MaxFrame, positive), "max-frame", "largest message in `bytes`")
 	fs.StringVar(&c.RegisterToken, "register-token", "", "when set, setups must carry this token")
 	fs.StringVar(&c.RegisterCIDR, "register-cidr", "", "comma-separated `networks` allowed to register (setups from elsewhere are refused unauthorized); empty: any")
 	fs.StringVar(&c.RegisterListen, "register-listen", "", "separate `address` for backend registrations only (setups on -listen are then refused); empty: -listen")
-	fs.IntVar(&c.MaxClientInflight, "max-inflight", defaultMaxClientInflight, "requests in flight per client connection before the proxy stops reading it")
-	fs.IntVar(&c.EjectAfter, "eject-after", defaultEjectAfter, "failures in a row that take a backend out of rotation; negative: never (stalls still do)")
-	fs.DurationVar(&c.EjectTime, "eject-time", defaultEjectTime, "first ejection of a backend; doubles with each ejection in a row")
-	fs.DurationVar(&c.EjectMaxTime, "eject-max-time", defaultEjectMaxTime, "longest ejection")
-	fs.IntVar(&c.MaxEjectedPercent, "max-ejected-percent", defaultMaxEjectedPercent, "most of a policy's backends ejected at once, in `percent`")
+	c.MaxClientInflight = defaultMaxClientInflight
+	fs.Var(checked(&c.MaxClientInflight, positive), "max-inflight", "`requests` in flight per client connection before the proxy stops reading it")
+	c.EjectAfter = defaultEjectAfter
+	fs.Var(checked(&c.EjectAfter, nonZero("negative: never")), "eject-after", "`failures` in a row that take a backend out of rotation; negative: never (stalls still do)")
+	c.EjectTime = defaultEjectTime
+	fs.Var(checked(&c.EjectTime, positive), "eject-time", "first ejection of a backend, a `duration`; doubles with each ejection in a row")
+	c.EjectMaxTime = defaultEjectMaxTime
+	fs.Var(checked(&c.EjectMaxTime, positive), "eject-max-time", "longest ejection, a `duration`")
+	c.MaxEjectedPercent = defaultMaxEjectedPercent
+	fs.Var(checked(&c.MaxEjectedPercent, percent), "max-ejected-percent", "most of a policy's backends ejected at once, in `percent` (1..100)")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
-	fs.Int64Var(&c.MaxMemory, "max-memory", defaultMaxMemory, "`bytes` held for requests on their way and replies waiting their turn, at most")
-	fs.IntVar(&c.RetryBudget, "retry-budget", defaultRetryBudget, "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
-	fs.IntVar(&c.MaxConns, "max-conns", 0, "inbound connections open at once, past which new ones are closed; 0: derived from the open-files limit")
+	c.MaxMemory = defaultMaxMemory
+	fs.Var(checked(&c.MaxMemory, positive), "max-memory", "`bytes` held for requests on their way and replies waiting their turn, at most")
+	c.RetryBudget = defaultRetryBudget
+	fs.Var(checked(&c.RetryBudget, nonZero("negative: no budget")), "retry-budget", "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
+	c.MaxConns = 0
+	fs.Var(checked(&c.MaxConns, nonNegative), "max-conns", "inbound `connections` open at once, past which new ones are closed; 0: derived from the open-files limit")
 	c.IdleTimeout = defaultIdleTimeout
 	fs.Var((*offDuration)(&c.IdleTimeout), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
 	c.FrameTimeout = defaultFrameTimeout
 	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
 	fs.IntVar(&c.ReadyMinBackends, "ready-min-backends", 0, "backends each policy needs registered before /readyz says ready")
 	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
+}
+
+// number is what a checkedFlag holds.
+type number interface{ ~int | ~int64 }
+
+// checkedFlag is a numeric flag whose value is checked as it is set.
+type checkedFlag[T number] struct {
+	p     *T
+	check func(T) error
+}
+
+func checked[T number](p *T, check func(T) error) *checkedFlag[T] {
+	return &checkedFlag[T]{p, check}
+}
+
+func (f *checkedFlag[T]) String() string {
+	if f == nil || f.p == nil {
+		var zero T
+		return fmt.Sprint(zero) // flag.PrintDefaults compares the default with it
+	}
+	return fmt.Sprint(*f.p) // a time.Duration as "5s"
+}
+
+func (f *checkedFlag[T]) Set(s string) error {
+	var v T
+	switch p := any(&v).(type) {
+	case *time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("parse error")
+		}
+		*p = d
+	default:
+		n, err := strconv.ParseInt(s, 0, 64)
+		if err != nil || int64(T(n)) != n {
+			return errors.New("parse error")
+		}
+		v = T(n)
+	}
+	if err := f.check(v); err != nil {
+		return err
+	}
+	*f.p = v
+	return nil
+}
+
+func positive[T number](v T) error {
+	if v <= 0 {
+		return errors.New("must be more than 0")
+	}
+	return nil
+}
+
+func nonNegative[T number](v T) error {
+	if v < 0 {
+		return errors.New("must not be negative")
+	}
+	return nil
+}
+
+func percent(v int) error {
+	if v < 1 || v > 100 {
+		return errors.New("must be a percentage, 1 to 100")
+	}
+	return nil
+}
+
+func nonZero(negative string) func(int) error {
+	return func(v int) error {
+		if v == 0 {
+			return errors.New("must not be 0 (" + negative + ")")
+		}
+		return nil
+	}
 }
 
 // offDuration is a Config timeout as a flag whose 0 means off: negative in
@@ -224,7 +349,9 @@ func (d *offDuration) Set(s string) error {
 	switch {
 	case err != nil:
 		return errors.New("parse error")
-	case v <= 0:
+	case v < 0:
+		return errors.New("must not be negative (0: off)")
+	case v == 0:
 		v = -1
 	}
 	*d = offDuration(v)
@@ -247,25 +374,58 @@ func (r *retriesFlag) Set(s string) error {
 	switch {
 	case err != nil:
 		return errors.New("parse error")
-	case n <= 0:
+	case n < 0:
+		return errors.New("must not be negative (0: at most once)")
+	case n == 0:
 		n = NoRetries
 	}
 	*r = retriesFlag(n)
 	return nil
 }
 
+// Check returns c with its defaults resolved, or the error New would give
+// for it. It does not listen or dial.
+func (c Config) Check() (Config, error) { return c.resolve() }
+
+// badValue is the error for a field's value; flag is the field's flag.
+func badValue(field, flag string, v any, why string) error {
+	return fmt.Errorf("%w: %s (-%s) %v: %s", ErrConfig, field, flag, v, why)
+}
+
 func (c Config) resolve() (Config, error) {
+	negative := []struct {
+		field, flag string
+		v           int64
+	}{
+		{"Loops", "loops", int64(c.Loops)},
+		{"Timeout", "timeout", int64(c.Timeout)},
+		{"MaxFrame", "max-frame", int64(c.MaxFrame)},
+		{"DialTimeout", "", int64(c.DialTimeout)},
+		{"DownFor", "", int64(c.DownFor)},
+		{"MaxClientInflight", "max-inflight", int64(c.MaxClientInflight)},
+		{"MaxBackendInflight", "", int64(c.MaxBackendInflight)},
+		{"MaxConnBuffer", "", int64(c.MaxConnBuffer)},
+		{"EjectTime", "eject-time", int64(c.EjectTime)},
+		{"EjectMaxTime", "eject-max-time", int64(c.EjectMaxTime)},
+		{"MaxMemory", "max-memory", c.MaxMemory},
+		{"MaxConns", "max-conns", int64(c.MaxConns)},
+	}
+	for _, f := range negative {
+		if f.v < 0 {
+			if f.flag == "" {
+				return c, fmt.Errorf("%w: %s %d: must not be negative", ErrConfig, f.field, f.v)
+			}
+			return c, fmt.Errorf("%w: %s (-%s) %d: must not be negative", ErrConfig, f.field, f.flag, f.v)
+		}
+	}
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
-	if c.Loops <= 0 {
+	if c.Loops == 0 {
 		c.Loops = runtime.NumCPU()
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultTimeout
-	}
-	if c.Timeout < 0 {
-		return c, fmt.Errorf("server: negative timeout %v", c.Timeout)
 	}
 	switch {
 	case c.Retries == 0:
@@ -273,47 +433,49 @@ func (c Config) resolve() (Config, error) {
 	case c.Retries < 0:
 		c.Retries = 0
 	}
-	if c.MaxFrame <= 0 {
+	if c.MaxFrame == 0 {
 		c.MaxFrame = codec.DefaultMaxFrame
 	}
-	if c.DialTimeout <= 0 {
+	if c.DialTimeout == 0 {
 		c.DialTimeout = defaultDialTimeout
 	}
-	if c.DownFor <= 0 {
+	if c.DownFor == 0 {
 		c.DownFor = defaultDownFor
 	}
-	if c.MaxClientInflight <= 0 {
+	if c.MaxClientInflight == 0 {
 		c.MaxClientInflight = defaultMaxClientInflight
 	}
-	if c.MaxBackendInflight <= 0 {
+	if c.MaxBackendInflight == 0 {
 		c.MaxBackendInflight = defaultMaxBackendInflight
 	}
-	if c.MaxConnBuffer <= 0 {
-		c.MaxConnBuffer = defaultMaxConnBuffer
-	}
-	if c.MaxConnBuffer < 2*c.MaxFrame+codec.HeaderLen {
-		c.MaxConnBuffer = 2*c.MaxFrame + codec.HeaderLen
+	least := 2*c.MaxFrame + codec.HeaderLen
+	switch {
+	case c.MaxConnBuffer == 0:
+		c.MaxConnBuffer = max(defaultMaxConnBuffer, least)
+	case c.MaxConnBuffer < least:
+		return c, fmt.Errorf("%w: MaxConnBuffer %d: must be at least twice MaxFrame (-max-frame %d) plus a frame header, %d",
+			ErrConfig, c.MaxConnBuffer, c.MaxFrame, least)
 	}
 	if c.MaxEjectedPercent < 0 || c.MaxEjectedPercent > 100 {
-		return c, fmt.Errorf("server: MaxEjectedPercent %d is not a percentage", c.MaxEjectedPercent)
+		return c, badValue("MaxEjectedPercent", "max-ejected-percent", c.MaxEjectedPercent, "not a percentage")
 	}
 	if c.EjectAfter == 0 {
 		c.EjectAfter = defaultEjectAfter
 	}
-	if c.EjectTime <= 0 {
+	if c.EjectTime == 0 {
 		c.EjectTime = defaultEjectTime
 	}
-	if c.EjectMaxTime <= 0 {
-		c.EjectMaxTime = defaultEjectMaxTime
+	switch {
+	case c.EjectMaxTime == 0:
+		c.EjectMaxTime = max(defaultEjectMaxTime, c.EjectTime)
+	case c.EjectMaxTime < c.EjectTime:
+		return c, badValue("EjectMaxTime", "eject-max-time", c.EjectMaxTime, "less than EjectTime (-eject-time) "+c.EjectTime.String())
 	}
 	if c.MaxEjectedPercent == 0 {
 		c.MaxEjectedPercent = defaultMaxEjectedPercent
 	}
 	if c.MaxMemory == 0 {
 		c.MaxMemory = defaultMaxMemory
-	}
-	if c.MaxMemory < 0 {
-		return c, fmt.Errorf("server: negative MaxMemory %d", c.MaxMemory)
 	}
 	if c.RetryBudget == 0 {
 		c.RetryBudget = defaultRetryBudget
@@ -330,7 +492,7 @@ func (c Config) resolve() (Config, error) {
 	if c.RegisterListen != "" && c.RegisterListen == c.Listen {
 		// Even with port 0: the engine tells its listeners apart by the
 		// address as given.
-		return c, fmt.Errorf("server: RegisterListen %q is the Listen address", c.RegisterListen)
+		return c, fmt.Errorf("%w: RegisterListen (-register-listen) %q is the Listen address", ErrConfig, c.RegisterListen)
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = defaultIdleTimeout
@@ -338,21 +500,65 @@ func (c Config) resolve() (Config, error) {
 	if c.FrameTimeout == 0 {
 		c.FrameTimeout = defaultFrameTimeout
 	}
+	if err := checkStatic(c.Backends); err != nil {
+		return c, err
+	}
+	c.Backends = append([]StaticBackend(nil), c.Backends...) // the caller's may change
+	for i := range c.Backends {
+		if c.Backends[i].Framing == "" {
+			c.Backends[i].Framing = codec.Binary.String()
+		}
+	}
 	limit := openFilesLimit()
 	def, most := connBudget(limit, c.Loops)
 	switch {
 	case most < 1:
 		return c, fmt.Errorf("server: the open-files limit %d is too low: the proxy keeps %d files for its own use; raise it (ulimit -n)", limit, limit-most)
-	case c.MaxConns <= 0:
+	case c.MaxConns == 0:
 		c.MaxConns = def
 	case c.MaxConns > most:
-		return c, fmt.Errorf("server: MaxConns %d is more than the open-files limit allows: %d files, of which %d are kept for the proxy's own use; raise the limit (ulimit -n) or lower MaxConns to at most %d",
-			c.MaxConns, limit, limit-most, most)
+		return c, fmt.Errorf("%w: MaxConns (-max-conns) %d is more than the open-files limit allows: %d files, of which %d are kept for the proxy's own use; raise the limit (ulimit -n) or lower MaxConns to at most %d",
+			ErrConfig, c.MaxConns, limit, limit-most, most)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c, nil
+}
+
+// checkStatic checks Config.Backends: unique ids, host:port addresses with
+// a port, known framings.
+func checkStatic(bs []StaticBackend) error {
+	seen := map[int64]bool{}
+	for i, b := range bs {
+		where := fmt.Sprintf("Backends[%d] (id %d)", i, b.ID)
+		if seen[b.ID] {
+			return fmt.Errorf("%w: %s: the id is given twice", ErrConfig, where)
+		}
+		seen[b.ID] = true
+		host, port, err := net.SplitHostPort(b.Addr)
+		if err != nil || host == "" {
+			return fmt.Errorf("%w: %s: addr %q is not host:port", ErrConfig, where, b.Addr)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%w: %s: addr %q: the port must be 1..65535", ErrConfig, where, b.Addr)
+		}
+		if _, err := parseFraming(b.Framing); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrConfig, where, err)
+		}
+	}
+	return nil
+}
+
+// parseFraming parses StaticBackend.Framing.
+func parseFraming(s string) (codec.Framing, error) {
+	switch s {
+	case "", "binary":
+		return codec.Binary, nil
+	case "text":
+		return codec.Text, nil
+	}
+	return 0, fmt.Errorf("framing %q is not binary or text", s)
 }
 
 // parseNets parses Config.RegisterCIDR: comma-separated prefixes or
@@ -367,7 +573,7 @@ func parseNets(list string) ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
 			if aerr != nil {
-				return nil, fmt.Errorf("server: RegisterCIDR: %q is not a network or an address", f)
+				return nil, fmt.Errorf("%w: RegisterCIDR (-register-cidr): %q is not a network or an address", ErrConfig, f)
 			}
 			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}

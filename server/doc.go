@@ -38,6 +38,10 @@
 // mutex and swap in a new snapshot; the request path loads the snapshot
 // and advances one atomic counter per policy. Dials run on their own
 // goroutines and hand the connection (or the failure) back to the loop.
+// Settings that Reload may change are an immutable snapshot (reload.go)
+// behind an atomic pointer: Reload publishes a new one and has each loop
+// copy its limits through the task queue (the tick looks too), so the
+// request path reads the loop's own copy and nothing else.
 //
 // # How errors become answers
 //

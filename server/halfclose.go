@@ -54,7 +54,7 @@ func startTail(p *proxy, gc gnet.Conn, err error) *tail {
 	}
 	// A client that does not read gets no more than the request timeout
 	// (twice, with the answers' own wait) to take them.
-	nc.SetWriteDeadline(time.Now().Add(2*p.cfg.Timeout + time.Second))
+	nc.SetWriteDeadline(time.Now().Add(2*p.live.Load().cfg.Timeout + time.Second))
 	t := &tail{nc: nc, kick: make(chan struct{}, 1)}
 	p.tails.Add(1)
 	go t.run(p, p.done)

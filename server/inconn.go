@@ -271,7 +271,7 @@ func (ic *inConn) message(body []byte) {
 // setup registers the backend of a lease connection.
 func (ic *inConn) setup(m *codec.Message) {
 	l := ic.loop
-	cfg := &l.p.cfg
+	cfg := &l.p.live.Load().cfg
 	policy, err := m.ValidateSetup()
 	if err == nil && ic.backend != nil {
 		err = errors.New("this connection already holds a registration")
@@ -294,13 +294,7 @@ func (ic *inConn) setup(m *codec.Message) {
 		why = "wrong or missing token"
 	}
 	if why != "" {
-		l.p.cfg.Logger.Warn("setup refused: "+why, "id", m.ID, "peer", ic.gc.RemoteAddr().String(),
-			"local", ic.gc.LocalAddr().String())
-		ic.reply(codec.AppendError(nil, m.ID, codec.CodeUnauthorized, "setup refused: "+why))
-		ic.closing = true
-		if ic.gc != nil { // a failed write closed it already
-			ic.gc.Close()
-		}
+		ic.refuseSetup(m.ID, why)
 		return
 	}
 	host := "127.0.0.1"
@@ -324,6 +318,11 @@ func (ic *inConn) setup(m *codec.Message) {
 	// newer setup of the id, which may follow the ack at once on another
 	// loop, must find this lease to revoke it.
 	l.p.mu.Lock()
+	if l.p.static[b.ID] != nil {
+		l.p.mu.Unlock()
+		ic.refuseSetup(m.ID, "id "+itoa(m.ID)+" is a static backend's (configuration)")
+		return
+	}
 	replaced := l.p.registry.Register(b)
 	old := l.p.leases[replaced]
 	delete(l.p.leases, replaced)
@@ -345,6 +344,17 @@ func (ic *inConn) setup(m *codec.Message) {
 			old.revoke(replaced, text)
 			return nil
 		}))
+	}
+}
+
+// refuseSetup answers a setup unauthorized, with why, and closes the lease.
+func (ic *inConn) refuseSetup(id int64, why string) {
+	ic.loop.p.cfg.Logger.Warn("setup refused: "+why, "id", id, "peer", ic.gc.RemoteAddr().String(),
+		"local", ic.gc.LocalAddr().String())
+	ic.reply(codec.AppendError(nil, id, codec.CodeUnauthorized, "setup refused: "+why))
+	ic.closing = true
+	if ic.gc != nil { // a failed write closed it already
+		ic.gc.Close()
 	}
 }
 

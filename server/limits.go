@@ -51,6 +51,12 @@ type limits struct {
 	linkRelieved     int
 	backlogPressured int
 	backlogRelieved  int
+
+	// Config's, copied here so that a loop reads them from its own
+	// snapshot (Reload changes them).
+	maxFrame    int
+	dialTimeout time.Duration
+	downFor     int64
 }
 
 // connScanEvery is how often the loops look for idle and slow connections:
@@ -88,6 +94,9 @@ func newLimits(cfg *Config) limits {
 		linkRelieved:     cfg.MaxBackendInflight / 2,
 		backlogPressured: cfg.MaxConnBuffer / 2,
 		backlogRelieved:  cfg.MaxConnBuffer / 4,
+		maxFrame:         cfg.MaxFrame,
+		dialTimeout:      cfg.DialTimeout,
+		downFor:          int64(cfg.DownFor),
 	}
 }
 

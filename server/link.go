@@ -220,12 +220,12 @@ func (l *loop) dial(b *pool.Backend) *link {
 	if lk == nil {
 		lk = &link{loop: l, backend: b}
 		lk.split.Framing = b.Framing
-		lk.split.Max = l.p.cfg.MaxFrame
+		lk.split.Max = l.lim.maxFrame
 		l.links[b] = lk
 	}
 	lk.state = linkDialing
 	l.metrics.n[mDials]++
-	go dialBackend(lk, b.Addr, l.p.cfg.DialTimeout)
+	go dialBackend(lk, b.Addr, l.lim.dialTimeout)
 	return lk
 }
 
@@ -274,7 +274,7 @@ func (lk *link) opened(gc gnet.Conn) {
 
 func (lk *link) dialFailed(err error) {
 	l := lk.loop
-	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + int64(l.p.cfg.DownFor)}
+	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + l.lim.downFor}
 	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
 	l.backendFailed(lk.backend, "dial: "+err.Error())

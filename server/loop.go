@@ -38,9 +38,10 @@ type loop struct {
 	conns    map[*inConn]struct{} // every open inbound connection: for the drain's end
 	lastScan int64                // of the idle and slow connection scan (conns.go)
 
-	batch           // write batching (batch.go)
-	chunks []*chunk // recycled link chunks
-	lim    limits   // the proxy's thresholds, copied for locality
+	batch            // write batching (batch.go)
+	chunks []*chunk  // recycled link chunks
+	lim    limits    // the proxy's thresholds, copied for locality
+	set    *settings // the snapshot lim is from: the tick looks for a newer one
 
 	held int64 // bytes of link chunks and of replies waiting their turn (limits.loopBytes)
 
@@ -57,7 +58,10 @@ type loop struct {
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
 	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, conns: map[*inConn]struct{}{},
-		epoch: p.epoch, lim: p.lim, retryTokens: p.lim.retryStart}
+		epoch: p.epoch}
+	l.set = p.live.Load()
+	l.lim = l.set.lim
+	l.retryTokens = l.lim.retryStart
 	l.tickTask = gnet.RunnableFunc(func(context.Context) error {
 		l.tick()
 		return nil
@@ -77,9 +81,25 @@ func newLoop(p *proxy, el gnet.EventLoop) *loop {
 // reading (stamp).
 func (l *loop) clock() int64 { return int64(time.Since(l.epoch)) }
 
+// reload makes s the loop's settings (Proxy.Reload): calls already started
+// keep their deadline, connections take the new frame limit from their next
+// message on.
+func (l *loop) reload(s *settings) {
+	l.set, l.lim = s, s.lim
+	for ic := range l.conns {
+		ic.split.Max = l.lim.maxFrame
+	}
+	for _, lk := range l.links {
+		lk.split.Max = l.lim.maxFrame
+	}
+}
+
 // tick expires overdue calls, resumes clients paused on a full outbound
 // buffer, and closes idle links to backends that left rotation.
 func (l *loop) tick() {
+	if s := l.p.live.Load(); s != l.set {
+		l.reload(s)
+	}
 	now := l.clock()
 	if dt := now - l.lastTick; l.lastTick > 0 && dt > 0 {
 		l.retryTokens -= l.retryTokens * min(dt, int64(retryWindow)) / int64(retryWindow) // deposits fade

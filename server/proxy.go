@@ -41,8 +41,9 @@ type Proxy struct {
 type proxy struct {
 	gnet.BuiltinEventEngine
 
-	cfg      Config
-	lim      limits
+	cfg      Config                   // as resolved by New; what may change live is in live
+	live     atomic.Pointer[settings] // what Reload changes (reload.go)
+	reloadMu sync.Mutex               // one Reload at a time
 	registry *pool.Registry
 	metrics  *Metrics
 
@@ -53,10 +54,9 @@ type proxy struct {
 	stopOnce  sync.Once
 	runErr    error
 	addr      string
-	regAddr   *net.TCPAddr   // the RegisterListen listener's address; nil: none
-	listen    string         // Config.Listen, its port 0 resolved (listenAddr)
-	regListen string         // Config.RegisterListen, the same
-	nets      []netip.Prefix // parsed RegisterCIDR
+	regAddr   *net.TCPAddr // the RegisterListen listener's address; nil: none
+	listen    string       // Config.Listen, its port 0 resolved (listenAddr)
+	regListen string       // Config.RegisterListen, the same
 	draining  atomic.Bool
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
@@ -80,6 +80,9 @@ type proxy struct {
 	// The lease connection of each registration, to tell it when a newer
 	// registration of its id replaces it: it may live on another loop.
 	leases map[*pool.Backend]*inConn
+	// The static backends (Config.Backends) by id: a setup of their id is
+	// refused.
+	static map[int64]*pool.Backend
 }
 
 type lifecycle uint8
@@ -98,20 +101,16 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &proxy{
 		cfg:      cfg,
-		lim:      newLimits(&cfg),
 		registry: pool.NewRegistry(),
 		booted:   make(chan struct{}),
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		loops:    map[gnet.EventLoop]*loop{},
 		leases:   map[*pool.Backend]*inConn{},
+		static:   map[int64]*pool.Backend{},
 		epoch:    time.Now(),
 	}
-	p.nets, _ = parseNets(cfg.RegisterCIDR) // resolve checked it
-	p.registry.SetOutlier(pool.Outlier{
-		After: cfg.EjectAfter, Base: cfg.EjectTime, Max: cfg.EjectMaxTime,
-		MaxPercent: cfg.MaxEjectedPercent, Probe: cfg.Timeout,
-	})
+	p.apply(cfg)
 	p.metrics = newMetrics(p)
 	return &Proxy{p}, nil
 }
@@ -119,8 +118,13 @@ func New(cfg Config) (*Proxy, error) {
 // Metrics returns the proxy's counters.
 func (p *Proxy) Metrics() *Metrics { return p.p.metrics }
 
-// Config returns the configuration with defaults resolved.
-func (p *Proxy) Config() Config { return p.p.cfg }
+// Config returns the configuration with defaults resolved, as the last
+// Reload left it. Safe from any goroutine.
+func (p *Proxy) Config() Config {
+	cfg := p.p.live.Load().cfg
+	cfg.Backends = append([]StaticBackend(nil), cfg.Backends...)
+	return cfg
+}
 
 // BackendInfo describes a registered backend at one moment.
 type BackendInfo struct {
@@ -134,6 +138,7 @@ type BackendInfo struct {
 	// requests on its data connections not yet replied to.
 	Failures uint64 `json:"failures"`
 	Inflight int    `json:"inflight"`
+	Static   bool   `json:"static"` // from the configuration, not registered by a setup
 }
 
 var stateNames = [...]string{pool.Healthy: "up", pool.Ejected: "ejected", pool.Probing: "probing"}
@@ -147,7 +152,7 @@ func (p *Proxy) Backends() []BackendInfo {
 	out := make([]BackendInfo, 0, len(bs))
 	for _, b := range bs {
 		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed(), stateNames[b.State()],
-			b.Failures(), inflight[b]})
+			b.Failures(), inflight[b], b.Static})
 	}
 	return out
 }
@@ -514,7 +519,7 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	l := p.loopOf(c)
 	ic := &inConn{loop: l, gc: c, regOnly: p.onRegisterListener(c), lastRead: l.clock()}
-	ic.split.Max = p.cfg.MaxFrame
+	ic.split.Max = l.lim.maxFrame
 	c.SetContext(ic)
 	l.conns[ic] = struct{}{}
 	l.metrics.n[mConns]++
@@ -537,13 +542,14 @@ func (p *proxy) setupRefusal(ic *inConn) string {
 	if p.regAddr != nil && !ic.regOnly {
 		return "setups are taken on the registration address only"
 	}
-	if len(p.nets) == 0 {
+	nets := p.live.Load().nets
+	if len(nets) == 0 {
 		return ""
 	}
 	if ta, ok := ic.gc.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			a = a.Unmap()
-			for _, n := range p.nets {
+			for _, n := range nets {
 				if n.Contains(a) {
 					return ""
 				}
@@ -596,7 +602,7 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 	}
 	p.mu.Unlock()
 	p.logRefused()
-	return tickInterval(p.cfg.Timeout), gnet.None
+	return tickInterval(p.live.Load().cfg.Timeout), gnet.None
 }
 
 // refusedLogEvery spaces the refusal log: a flood must not become a log

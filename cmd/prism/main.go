@@ -36,6 +36,8 @@ func run(args []string) int {
 	case "help", "-h", "-help", "--help":
 		usage(os.Stdout)
 		return 0
+	case "-version", "--version":
+		return runVersion(args[1:])
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

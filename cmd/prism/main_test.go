@@ -137,7 +137,7 @@ func TestParseProxyArgs(t *testing.T) {
 			if done {
 				t.Fatalf("parseProxyArgs(%q) stopped with status %d", tt.args, code)
 			}
-			if pa.cfg != tt.want {
+			if !reflect.DeepEqual(pa.cfg, tt.want) {
 				t.Errorf("config = %+v; want %+v", pa.cfg, tt.want)
 			}
 			if pa.admin != tt.admin || pa.drain != tt.drain {

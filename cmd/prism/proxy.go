@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -27,34 +25,51 @@ func init() {
 // proxyArgs is what the proxy command's flags say: the server.Config and the
 // command's own settings.
 type proxyArgs struct {
-	cfg     server.Config
-	admin   string
-	drain   time.Duration
-	verbose bool
+	cfg      server.Config
+	admin    string
+	drain    time.Duration
+	verbose  bool
+	port     int
+	logLevel levelFlag
+	config   string // the configuration file (-config or PRISM_CONFIG); empty: none
+	check    bool
 }
 
-// parseProxyArgs reads the proxy command's flags into a proxyArgs; done
-// reports that the command should return code (0 after -h, 2 after a usage
-// error). The Config has Listen and Loops filled in and no Logger.
-func parseProxyArgs(args []string) (pa proxyArgs, code int, done bool) {
+// newProxyFlagSet defines the proxy command's flags on a new FlagSet, bound
+// to pa's fields, which it sets to their defaults.
+func newProxyFlagSet(pa *proxyArgs) *flag.FlagSet {
 	fs := flag.NewFlagSet("prism proxy", flag.ContinueOnError)
 	pa.cfg.RegisterFlags(fs)
-	port := fs.Int("port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
+	fs.IntVar(&pa.port, "port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
 	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /readyz, /backends, /debug/pprof/); empty: off")
-	fs.DurationVar(&pa.drain, "drain", 10*time.Second, "on SIGINT/SIGTERM, how long to wait for requests in flight; "+
+	pa.drain = 10 * time.Second
+	fs.Var((*drainFlag)(&pa.drain), "drain", "on SIGINT/SIGTERM, how long (a `duration`) to wait for requests in flight; "+
 		"then they are answered shutting_down and the exit status is 1 (0 when all were answered); a second signal exits at once with 130")
-	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail")
+	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail (-log-level debug)")
+	fs.Var(&pa.logLevel, "log-level", "`level` of the log: debug, info (the default), warn or error")
+	fs.StringVar(&pa.config, "config", "", "configuration `file` (YAML; keys are these flags' names, plus backends), read again on SIGHUP; "+
+		"PRISM_<FLAG> variables override it, flags override both; empty: $PRISM_CONFIG, or none")
+	fs.BoolVar(&pa.check, "check", false, "check the configuration, print it with defaults resolved, and exit (0, or 2 with the error)")
+	return fs
+}
+
+// parseProxyArgs reads the proxy command's settings, from its flags, the
+// environment and the configuration file, into a proxyArgs; done reports
+// that the command should return code (0 after -h, 2 after a usage error or
+// a bad file or variable). The Config has Listen and Loops filled in and no
+// Logger.
+func parseProxyArgs(args []string) (pa proxyArgs, code int, done bool) {
+	fs := newProxyFlagSet(&pa)
 	if code, done := parseFlags(fs, args); done {
 		return pa, code, true
 	}
 	if fs.NArg() > 0 {
 		return pa, usageError(fs, "unexpected arguments: %v", fs.Args()), true
 	}
-	if *port != 0 {
-		pa.cfg.Listen = net.JoinHostPort("localhost", strconv.Itoa(*port))
-	}
-	if pa.cfg.Loops <= 0 {
-		pa.cfg.Loops = runtime.NumCPU()
+	pa, err := layerProxyArgs(args, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "prism proxy:", err)
+		return pa, 2, true
 	}
 	return pa, 0, false
 }
@@ -64,10 +79,11 @@ func runProxy(args []string) int {
 	if done {
 		return code
 	}
-	level := slog.LevelInfo
-	if pa.verbose {
-		level = slog.LevelDebug
+	if pa.check {
+		return checkProxyConfig(pa)
 	}
+	level := new(slog.LevelVar) // SIGHUP may change it
+	level.Set(pa.level())
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	pa.cfg.Logger = logger
 	// Before anything is logged: a signal sent on seeing the first line
@@ -75,6 +91,9 @@ func runProxy(args []string) int {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	raiseProcs(pa.cfg.Loops)
 	// The connection cap is derived from the open-files limit: raise it to
 	// the hard limit first.
@@ -96,6 +115,10 @@ func runProxy(args []string) int {
 	if ra := p.RegisterAddr(); ra != "" {
 		logger.Info("registrations listening", "addr", ra)
 	}
+	logger.Info("effective configuration", effectiveAttrs(pa, p.Config())...)
+	rl := newReloader(p, args, pa, level, logger)
+	go reloadOnHangup(rl, hup)
+	defer rl.stop()
 	var admin *http.Server
 	if pa.admin != "" {
 		ln, err := net.Listen("tcp", pa.admin)
@@ -117,6 +140,7 @@ func runProxy(args []string) int {
 	}()
 	select {
 	case s := <-sig:
+		pa.drain = rl.drain() // as the last SIGHUP left it
 		logger.Info("shutting down", "signal", s.String(), "drain", pa.drain)
 	case <-p.Done():
 		return 1
