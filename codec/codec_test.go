@@ -227,3 +227,12 @@ func TestRepeatedKeysRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyOfAgreesWithLookupKey(t *testing.T) {
+	for _, k := range []string{"type", "srcid", "destid", "id", "privPoliId", "privPolyId", "payloadsize",
+		"payload", "listenport", "token", "code", "error", "", "x", "Type", "srcids", "privPoliid"} {
+		if got, want := keyOf([]byte(k)), lookupKey(k); got != want {
+			t.Errorf("keyOf(%q) = %d; lookupKey says %d", k, got, want)
+		}
+	}
+}

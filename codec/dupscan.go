@@ -12,60 +12,74 @@ import "bytes"
 // refuses repeated keys precisely (ErrDuplicateKey). It does not validate
 // the JSON: the decoders do.
 func plainKeys(body []byte) bool {
+	n := len(body)
 	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
+	if i >= n || body[i] != '{' {
 		return false
 	}
 	var seen uint32
-	for i = skipSpace(body, i+1); i < len(body); {
+	i++
+	for {
+		for i < n && body[i] <= ' ' {
+			i++
+		}
+		if i >= n {
+			return false
+		}
 		if body[i] == '}' {
 			return true
 		}
 		if body[i] != '"' {
 			return false
 		}
-		end := bytes.IndexByte(body[i+1:], '"')
-		if end < 0 {
+		// A key: short, scanned byte by byte; an escape means "ask the
+		// general path".
+		start := i + 1
+		for i = start; i < n && body[i] != '"'; i++ {
+			if body[i] == '\\' {
+				return false
+			}
+		}
+		if i >= n {
 			return false
 		}
-		key := body[i+1 : i+1+end]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return false
-		}
-		if k := lookupKey(string(key)); k != keyNone { // no allocation: a switch on string(b)
+		if k := keyOf(body[start:i]); k != keyNone {
 			if seen&(1<<k) != 0 {
 				return false
 			}
 			seen |= 1 << k
 		}
-		i = skipSpace(body, i+2+end)
-		if i >= len(body) || body[i] != ':' {
+		for i++; i < n && body[i] <= ' '; i++ {
+		}
+		if i >= n || body[i] != ':' {
 			return false
 		}
-		i = skipSpace(body, i+1)
-		if i >= len(body) {
+		for i++; i < n && body[i] <= ' '; i++ {
+		}
+		if i >= n {
 			return false
 		}
 		switch body[i] {
 		case '"':
-			n := stringEnd(body[i+1:])
-			if n < 0 {
+			e := stringEnd(body[i+1:])
+			if e < 0 {
 				return false
 			}
-			i += n + 2
+			i += e + 2
 		case '{', '[':
 			return false
 		default: // a number, true, false or null
-			for i < len(body) && body[i] != ',' && body[i] != '}' && !isSpace(body[i]) {
+			for i < n && body[i] != ',' && body[i] != '}' && body[i] > ' ' {
 				i++
 			}
 		}
-		i = skipSpace(body, i)
-		if i < len(body) && body[i] == ',' {
-			i = skipSpace(body, i+1)
+		for i < n && body[i] <= ' ' {
+			i++
+		}
+		if i < n && body[i] == ',' {
+			i++
 		}
 	}
-	return false
 }
 
 // stringEnd returns the index of the quote that closes a JSON string whose
@@ -93,4 +107,53 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// keyOf is lookupKey for bytes, without converting them: by length first,
+// then one comparison (string(b) == "…" neither copies nor allocates).
+func keyOf(b []byte) fieldKey {
+	switch len(b) {
+	case 2:
+		if string(b) == "id" {
+			return keyID
+		}
+	case 4:
+		if string(b) == "type" {
+			return keyType
+		}
+		if string(b) == "code" {
+			return keyCode
+		}
+	case 5:
+		switch {
+		case string(b) == "srcid":
+			return keySrcID
+		case string(b) == "token":
+			return keyToken
+		case string(b) == "error":
+			return keyError
+		}
+	case 6:
+		if string(b) == "destid" {
+			return keyDestID
+		}
+	case 7:
+		if string(b) == "payload" {
+			return keyPayload
+		}
+	case 10:
+		switch {
+		case string(b) == "privPoliId":
+			return keyPoliID
+		case string(b) == "privPolyId":
+			return keyPolyID
+		case string(b) == "listenport":
+			return keyListenPort
+		}
+	case 11:
+		if string(b) == "payloadsize" {
+			return keyPayloadSize
+		}
+	}
+	return keyNone
 }
