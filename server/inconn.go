@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -52,6 +53,11 @@ type inConn struct {
 	partialSince int64
 	inbound      int // its unparsed bytes, as counted in loop.held
 
+	// Sent away by a handover (upgrade.go): since when (zero: not), and
+	// whether its write side is shut down.
+	awaySince time.Time
+	finSent   bool
+
 	// lease
 	backend *pool.Backend
 	regOnly bool // accepted on Config.RegisterListen: takes setups only
@@ -59,7 +65,7 @@ type inConn struct {
 
 // traffic parses what the connection sent.
 func (ic *inConn) traffic() {
-	if ic.closing { // answering what was queued, then closing: ignore the rest
+	if ic.closing || !ic.awaySince.IsZero() { // answering what was queued, then closing: ignore the rest
 		ic.gc.Discard(-1)
 		return
 	}
@@ -124,7 +130,7 @@ func (ic *inConn) resumeParsing() {
 }
 
 func (ic *inConn) parse() {
-	if ic.closing {
+	if ic.closing || !ic.awaySince.IsZero() {
 		return
 	}
 	l := ic.loop

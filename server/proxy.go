@@ -58,6 +58,7 @@ type proxy struct {
 	listen    string       // Config.Listen, its port 0 resolved (listenAddr)
 	regListen string       // Config.RegisterListen, the same
 	draining  atomic.Bool
+	handover  atomic.Bool // Handover began: clients are sent away
 
 	epoch time.Time      // the loops' clock counts from here (monotonic)
 	tails sync.WaitGroup // half-closed clients' writers (halfclose.go)
@@ -523,6 +524,9 @@ func (p *proxy) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(ic)
 	l.conns[ic] = struct{}{}
 	l.metrics.n[mConns]++
+	if p.handover.Load() {
+		ic.goAway() // accepted as the listener closed: the next process serves it
+	}
 	return nil, gnet.None
 }
 
