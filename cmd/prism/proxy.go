@@ -33,6 +33,7 @@ type proxyArgs struct {
 	logLevel levelFlag
 	config   string // the configuration file (-config or PRISM_CONFIG); empty: none
 	check    bool
+	pidfile  string
 }
 
 // newProxyFlagSet defines the proxy command's flags on a new FlagSet, bound
@@ -50,6 +51,7 @@ func newProxyFlagSet(pa *proxyArgs) *flag.FlagSet {
 	fs.StringVar(&pa.config, "config", "", "configuration `file` (YAML; keys are these flags' names, plus backends), read again on SIGHUP; "+
 		"PRISM_<FLAG> variables override it, flags override both; empty: $PRISM_CONFIG, or none")
 	fs.BoolVar(&pa.check, "check", false, "check the configuration, print it with defaults resolved, and exit (0, or 2 with the error)")
+	fs.StringVar(&pa.pidfile, "pidfile", "", "write the pid to `file` once listening (a new process of an upgrade, SIGUSR2, replaces it)")
 	return fs
 }
 
@@ -94,6 +96,9 @@ func runProxy(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	upgrade := notifyUpgrade()
+	defer signal.Stop(upgrade)
+	upgradedConfig(&pa.cfg)
 	raiseProcs(pa.cfg.Loops)
 	// The connection cap is derived from the open-files limit: raise it to
 	// the hard limit first.
@@ -106,6 +111,7 @@ func runProxy(args []string) int {
 		fmt.Fprintln(os.Stderr, "prism proxy:", err)
 		return 2
 	}
+	inherit(p, logger)
 	if err := p.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "prism proxy:", err)
 		return 1
@@ -138,12 +144,28 @@ func runProxy(args []string) int {
 			shutdownAdmin(admin, logger)
 		}
 	}()
-	select {
-	case s := <-sig:
-		pa.drain = rl.drain() // as the last SIGHUP left it
-		logger.Info("shutting down", "signal", s.String(), "drain", pa.drain)
-	case <-p.Done():
-		return 1
+	announce(pa.pidfile, logger)
+	defer removePidfile(pa.pidfile)
+	for {
+		select {
+		case s := <-sig:
+			pa.drain = rl.drain() // as the last SIGHUP left it
+			logger.Info("shutting down", "signal", s.String(), "drain", pa.drain)
+		case <-upgrade:
+			pid, err := startUpgrade(p, logger)
+			if err != nil {
+				logger.Error("upgrade failed: serving on", "err", err)
+				continue
+			}
+			pa.drain = rl.drain()
+			logger.Info("upgrade: new process ready; handing over", "pid", pid, "drain", pa.drain)
+			var status int
+			status, forced = handoverProxy(p, pa.drain, sig, logger)
+			return status
+		case <-p.Done():
+			return 1
+		}
+		break
 	}
 	var status int
 	status, forced = drainProxy(p, pa.drain, sig, logger)
