@@ -41,5 +41,6 @@ func runBackend(args []string) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	b.Close()
+	logger.Info("backend stopped", "id", cfg.ID, "served", b.Served())
 	return 0
 }

@@ -75,11 +75,20 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	})
 	pid := waitPid(t, pidfile, 0, logs)
 	seen[pid] = true
+	var backends []*exec.Cmd
+	beLogs := &procLog{path: filepath.Join(dir, "backends.log")}
+	bf, err := os.Create(beLogs.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bf.Close()
 	for id := 1; id <= 2; id++ {
 		be := exec.Command(bin, "backend", "-proxy", addr, "-id", strconv.Itoa(id), "-policy", "7")
+		be.Stderr = bf
 		if err := be.Start(); err != nil {
 			t.Fatal(err)
 		}
+		backends = append(backends, be)
 		t.Cleanup(func() { be.Process.Kill(); be.Wait() })
 	}
 	waitFor(t, 10*time.Second, "two backends registered", func() bool {
@@ -125,6 +134,22 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	if got, want := ld.answered.Load(), ld.issued.Load(); got != want {
 		t.Errorf("answered %d requests; want all %d sent", got, want)
+	}
+	// Each request reached a backend once: one sent again after a FIN had
+	// not been forwarded by the old process.
+	served := int64(0)
+	for _, be := range backends {
+		be.Process.Signal(syscall.SIGTERM)
+		be.Wait()
+	}
+	for _, line := range strings.Split(beLogs.String(), "\n") {
+		if _, n, ok := strings.Cut(line, "served="); ok {
+			k, _ := strconv.ParseInt(strings.Fields(n)[0], 10, 64)
+			served += k
+		}
+	}
+	if want := ld.answered.Load(); served != want {
+		t.Errorf("backends served %d requests; want %d (each answered request once)", served, want)
 	}
 	if p := ld.longestPause(); p > time.Second {
 		t.Errorf("longest pause between answers %v; want under 1s", p)
@@ -414,4 +439,3 @@ write:
 	ld.resent.Add(int64(len(inflight)))
 	return append(inflight, again...), true
 }
-
