@@ -342,15 +342,17 @@ func (ic *inConn) setup(m *codec.Message) {
 		log.Info("backend registered", "framing", b.Framing.String())
 		return
 	}
+	if old == nil { // no lease: inherited from the older process of an upgrade (upgrade.go)
+		log.Info("backend registered again", "framing", b.Framing.String())
+		return
+	}
 	log.Warn("backend registered in place of an older registration of its id: closing the older lease",
 		"older_addr", replaced.Addr, "older_policy", replaced.Policy)
-	if old != nil {
-		text := "replaced by a newer registration of id " + itoa(b.ID) + " from " + peer
-		_ = old.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			old.revoke(replaced, text)
-			return nil
-		}))
-	}
+	text := "replaced by a newer registration of id " + itoa(b.ID) + " from " + peer
+	_ = old.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		old.revoke(replaced, text)
+		return nil
+	}))
 }
 
 // refuseSetup answers a setup unauthorized, with why, and closes the lease.
