@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prism-proxy/prism/backend"
+	"github.com/prism-proxy/prism/codec"
+)
+
+// A proxy given another's registrations routes to their backends before
+// they register with it.
+func TestInheritRoutesBeforeSetup(t *testing.T) {
+	a := startProxy(t, Config{})
+	startBackend(t, a, 3, 7, backend.Upper, codec.Binary)
+	b := startProxy(t, Config{}) // no backend registers with b
+	fresh, err := New(Config{Listen: "127.0.0.1:0", Loops: 1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.Inherit(a.Backends())
+	if err := fresh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fresh.Shutdown(context.Background()) })
+	if got := roundTrip(t, dial(t, b, codec.Binary), 1, 7, "hi"); got.Code != codec.CodeNoBackend {
+		t.Fatalf("proxy without registrations: %+v; want no_backend", got)
+	}
+	got := roundTrip(t, dial(t, fresh, codec.Binary), 1, 7, "hi")
+	if got.Type != codec.TypeReply || got.SrcID != 3 || got.Payload != "HI" {
+		t.Fatalf("proxy with inherited registrations: %+v; want backend 3's reply HI", got)
+	}
+}
+
+// Handover answers every request a client sent before it, then ends the
+// connection with a FIN, stops accepting, and returns once the client
+// closed.
+func TestHandoverAnswersThenEOF(t *testing.T) {
+	p := startProxy(t, Config{})
+	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
+	c := dial(t, p, codec.Binary)
+	const n = 200
+	for i := 1; i <= n; i++ {
+		if err := c.Send(int64(i), 7, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, c); got.DestID != 1 { // read: the rest are at the proxy
+		t.Fatalf("first answer %+v", got)
+	}
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res <- p.Handover(ctx)
+	}()
+	var m codec.Message
+	i := 2
+	for ; ; i++ {
+		err := c.Recv(&m)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d answers: %v; want answers, then EOF", i-1, err)
+		}
+		if m.Type != codec.TypeReply || m.DestID != int64(i) {
+			t.Fatalf("answer %d: %+v", i, m)
+		}
+	}
+	if i-1 != n {
+		t.Errorf("%d answers before EOF; want %d", i-1, n)
+	}
+	select {
+	case err := <-res:
+		t.Fatalf("Handover returned %v before the client closed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if nc, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		nc.Close()
+		t.Error("the proxy still accepts after Handover began")
+	}
+	c.Close()
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatalf("Handover: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Handover did not return after the client closed")
+	}
+}
