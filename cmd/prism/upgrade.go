@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,6 +123,9 @@ func removePidfile(path string) {
 // startUpgrade starts the new process and waits until it is ready; it
 // returns its pid, or an error when it failed (then it was killed).
 func startUpgrade(p *server.Proxy, logger *slog.Logger) (int, error) {
+	if runtime.GOOS != "linux" {
+		return 0, errors.New("upgrades are Linux only (SO_REUSEPORT balancing, server.Proxy.Handover)")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, err
