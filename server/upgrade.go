@@ -49,11 +49,16 @@ const InheritGrace = 10 * time.Second
 // Inherit puts backends in rotation before Start, without leases: the
 // registrations an older process of an upgrade holds (its Backends). A
 // setup of the same id replaces one; one not replaced within InheritGrace
-// leaves rotation. Safe from any goroutine.
+// leaves rotation. Static backends are skipped (the configuration gives
+// them), and so are ids that are static here. Safe from any goroutine.
 func (p *Proxy) Inherit(backends []BackendInfo) {
 	px := p.p
 	var held []*pool.Backend
+	px.mu.Lock()
 	for _, bi := range backends {
+		if bi.Static || px.static[bi.ID] != nil {
+			continue // static backends come from this process's own configuration
+		}
 		f := codec.Binary
 		if bi.Framing == codec.Text.String() {
 			f = codec.Text
@@ -62,6 +67,7 @@ func (p *Proxy) Inherit(backends []BackendInfo) {
 		px.registry.Register(b)
 		held = append(held, b)
 	}
+	px.mu.Unlock()
 	if len(held) == 0 {
 		return
 	}

@@ -97,3 +97,25 @@ func TestHandoverAnswersThenEOF(t *testing.T) {
 		t.Fatal("Handover did not return after the client closed")
 	}
 }
+
+// Static backends are not inherited: the new process's configuration gives
+// them, and an id static there keeps its static backend.
+func TestInheritSkipsStatic(t *testing.T) {
+	p, err := New(Config{Listen: "127.0.0.1:0", Loops: 1, Logger: quiet,
+		Backends: []StaticBackend{{ID: 5, Policy: 7, Addr: "127.0.0.1:1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Inherit([]BackendInfo{
+		{ID: 4, Policy: 7, Addr: "127.0.0.1:2", Framing: "binary", Static: true}, // static in the old process
+		{ID: 5, Policy: 8, Addr: "127.0.0.1:3", Framing: "binary"},               // static here
+		{ID: 6, Policy: 7, Addr: "127.0.0.1:4", Framing: "text"},
+	})
+	got := map[int64]BackendInfo{}
+	for _, b := range p.Backends() {
+		got[b.ID] = b
+	}
+	if len(got) != 2 || got[5].Addr != "127.0.0.1:1" || !got[5].Static || got[6].Framing != "text" || got[6].Static {
+		t.Fatalf("backends %+v; want static 5 as configured and inherited 6", got)
+	}
+}
