@@ -213,9 +213,14 @@ func (s *Server) stop() {
 // other one was an impostor or is gone.
 func (s *Server) holdLease(addr string) {
 	defer s.wg.Done()
-	wait := 50 * time.Millisecond
+	const firstWait = 50 * time.Millisecond
+	wait := firstWait
 	for s.ctx.Err() == nil {
+		began := time.Now()
 		err := s.lease(addr)
+		if time.Since(began) > s.cfg.Retry {
+			wait = firstWait // the lease held a while: a drop now is news, not a streak
+		}
 		if s.ctx.Err() != nil {
 			s.setAcked(addr, false, nil)
 			return
@@ -233,7 +238,7 @@ func (s *Server) holdLease(addr string) {
 			case <-s.ctx.Done():
 				return
 			}
-			wait = 50 * time.Millisecond
+			wait = firstWait
 			continue
 		}
 		s.setAcked(addr, false, nil)
