@@ -111,3 +111,28 @@ func TestErrorSummary(t *testing.T) {
 		t.Errorf("second summary %v; want total 1, policies 8:no_backend=1", r)
 	}
 }
+
+// TestBadSetupLoggedOnce: invalid setups are answered bad_request each, but
+// logged once per lease, with the peer.
+func TestBadSetupLoggedOnce(t *testing.T) {
+	var logs logBuffer
+	p := startProxy(t, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	c := dial(t, p, codec.Binary)
+	for range 3 {
+		if err := c.SendRaw([]byte(`{"type":1,"id":4,"privPolyId":7,"listenport":0}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if a := recv(t, c); a.Code != codec.CodeBadRequest {
+			t.Fatalf("code %q; want bad_request", a.Code)
+		}
+	}
+	recs := logs.records(t, "setup refused: bad_request")
+	if len(recs) != 1 || recs[0]["id"] != float64(4) || recs[0]["peer"] == nil {
+		t.Errorf("logged %v; want one line with id 4 and the peer", recs)
+	}
+}
