@@ -16,8 +16,8 @@ import (
 )
 
 // startUpper runs a proxy and one upper-casing backend of policy 7 in the
-// test's process, and returns the proxy's address.
-func startUpper(t *testing.T) string {
+// test's process.
+func startUpper(t *testing.T) *server.Proxy {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	p, err := server.New(server.Config{Listen: "127.0.0.1:0", Loops: 1, Logger: quiet})
@@ -41,7 +41,7 @@ func startUpper(t *testing.T) string {
 	if err := b.WaitRegistered(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return p.Addr()
+	return p
 }
 
 // lockedBuffer is a bytes.Buffer safe from two goroutines.
@@ -66,7 +66,7 @@ func (l *lockedBuffer) lines() []string {
 // line as it comes, before the next is written (as a person types), and
 // pipelines lines that come together.
 func TestClientAnswersEachLine(t *testing.T) {
-	addr := startUpper(t)
+	addr := startUpper(t).Addr()
 	c, err := client.DialOptions(context.Background(), addr, client.Options{})
 	if err != nil {
 		t.Fatal(err)
