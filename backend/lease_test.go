@@ -154,3 +154,71 @@ func TestReplacedRegistersAgainLater(t *testing.T) {
 		t.Fatalf("logged %q", got)
 	}
 }
+
+// warnHandler keeps the messages logged at warn level.
+type warnHandler struct {
+	slog.Handler
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *warnHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.mu.Lock()
+		h.msgs = append(h.msgs, r.Message)
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+func (h *warnHandler) logged() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.msgs...)
+}
+
+// A lease that never got its acknowledgement is not "lost": the log says
+// the registration failed, and why.
+func TestRegisterFailureLog(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	for _, tt := range []struct {
+		name  string
+		proxy func(t *testing.T) string
+		want  string
+	}{
+		{"no proxy", func(*testing.T) string { return closedAddr }, "could not register: dial failed (is the proxy running at this address?); trying again"},
+		{"refused", func(t *testing.T) string { return fakeProxyAddr(t, false) }, "could not register: the proxy answered the setup with an error; trying again"},
+		{"acknowledged, then dropped", func(t *testing.T) string { return fakeProxyAddr(t, true) }, "lease lost; registering again"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &warnHandler{Handler: quiet.Handler()}
+			start(t, Config{ID: 1, Proxies: []string{tt.proxy(t)}, Logger: slog.New(h), Retry: 20 * time.Millisecond})
+			for deadline := time.Now().Add(5 * time.Second); len(h.logged()) == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("nothing logged")
+				}
+			}
+			for _, got := range h.logged() {
+				if got != tt.want {
+					t.Errorf("logged %q; want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func fakeProxyAddr(t *testing.T, ack bool) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var dials atomic.Int32
+	go fakeProxy(ln, &dials, ack, codec.CodeShuttingDown, "the proxy is shutting down")
+	return ln.Addr().String()
+}

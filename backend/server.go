@@ -217,8 +217,8 @@ func (s *Server) holdLease(addr string) {
 	wait := firstWait
 	for s.ctx.Err() == nil {
 		began := time.Now()
-		err := s.lease(addr)
-		if time.Since(began) > s.cfg.Retry {
+		registered, err := s.lease(addr)
+		if registered && time.Since(began) > s.cfg.Retry {
 			wait = firstWait // the lease held a while: a drop now is news, not a streak
 		}
 		if s.ctx.Err() != nil {
@@ -242,7 +242,11 @@ func (s *Server) holdLease(addr string) {
 			continue
 		}
 		s.setAcked(addr, false, nil)
-		s.cfg.Logger.Warn("lease lost; registering again", "proxy", addr, "err", err, "in", wait)
+		if registered {
+			s.cfg.Logger.Warn("lease lost; registering again", "proxy", addr, "err", err, "in", wait)
+		} else {
+			s.cfg.Logger.Warn("could not register: "+registerFailure(err)+"; trying again", "proxy", addr, "err", err, "in", wait)
+		}
 		select {
 		case <-time.After(wait):
 		case <-s.ctx.Done():
@@ -279,37 +283,53 @@ func giveUp(err error) bool {
 	return errors.As(err, &le) && (le.code == codec.CodeUnauthorized || le.code == codec.CodeBadRequest)
 }
 
-func (s *Server) lease(addr string) error {
+// registerFailure says why a registration that never got its ack failed,
+// for the log.
+func registerFailure(err error) string {
+	var op *net.OpError
+	var le *leaseError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial":
+		return "dial failed (is the proxy running at this address?)"
+	case errors.As(err, &le):
+		return "the proxy answered the setup with an error"
+	}
+	return "no acknowledgement from the proxy"
+}
+
+// lease registers with the proxy at addr and holds the lease until it
+// ends; registered reports whether the proxy acknowledged the setup.
+func (s *Server) lease(addr string) (registered bool, err error) {
 	d := net.Dialer{Timeout: 2 * time.Second}
 	nc, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	stop := context.AfterFunc(s.ctx, func() { nc.Close() })
 	defer stop()
 	defer nc.Close()
 	c := client.New(nc, client.Options{Framing: s.cfg.Framing, BufferSize: 4096})
 	if err := c.SendRaw(codec.AppendSetup(nil, s.cfg.ID, s.cfg.Policy, s.port, s.cfg.Token)); err != nil {
-		return err
+		return false, err
 	}
 	if err := c.Flush(); err != nil {
-		return err
+		return false, err
 	}
 	var m codec.Message
 	if err := c.Recv(&m); err != nil {
-		return err
+		return false, err
 	}
 	if m.Type != codec.TypeAck {
-		return &leaseError{ErrRefused, string([]byte(m.Code)), string([]byte(m.Error))}
+		return false, &leaseError{ErrRefused, string([]byte(m.Code)), string([]byte(m.Error))}
 	}
 	s.setAcked(addr, true, nil)
 	s.cfg.Logger.Info("registered", "proxy", addr, "id", s.cfg.ID, "policy", s.cfg.Policy, "port", s.port)
 	for { // the lease stays open; the proxy sends only an error, then closes
 		if err := c.Recv(&m); err != nil {
-			return err
+			return true, err
 		}
 		if m.Type == codec.TypeError {
-			return &leaseError{ErrRevoked, string([]byte(m.Code)), string([]byte(m.Error))}
+			return true, &leaseError{ErrRevoked, string([]byte(m.Code)), string([]byte(m.Error))}
 		}
 	}
 }

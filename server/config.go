@@ -168,6 +168,11 @@ type Config struct {
 	// of a static backend's id is refused unauthorized. Ids must be
 	// unique, addresses host:port.
 	Backends []StaticBackend
+	// ErrorLogEvery spaces the log's summary of the requests answered with
+	// an error (counts by code and policy), which are never logged one by
+	// one: a line at most this often, and only when there were some.
+	// Zero: 10s; negative: no summary (the counts stay in /metrics).
+	ErrorLogEvery time.Duration
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -198,6 +203,7 @@ const (
 	defaultEjectTime          = time.Second
 	defaultEjectMaxTime       = 30 * time.Second
 	defaultMaxEjectedPercent  = 50
+	defaultErrorLogEvery      = 10 * time.Second
 	defaultRetryBudget        = 20
 	defaultMaxMemory          = 1 << 30
 	defaultIdleTimeout        = 5 * time.Minute
@@ -519,6 +525,9 @@ func (c Config) resolve() (Config, error) {
 	case c.MaxConns > most:
 		return c, fmt.Errorf("%w: MaxConns (-max-conns) %d is more than the open-files limit allows: %d files, of which %d are kept for the proxy's own use; raise the limit (ulimit -n) or lower MaxConns to at most %d",
 			ErrConfig, c.MaxConns, limit, limit-most, most)
+	}
+	if c.ErrorLogEvery == 0 {
+		c.ErrorLogEvery = defaultErrorLogEvery
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -61,6 +61,10 @@
 //	                     then it closes (the backend should not register again)
 //	shutting_down        a request read while the proxy drains
 //
+// Error answers are counted, never logged one by one: the ticker logs one
+// summary line per Config.ErrorLogEvery with the counts by code and policy
+// (errlog.go).
+//
 // A stream that cannot be cut into frames is answered once, after the
 // requests already queued, and closed. A backend whose data connection
 // breaks the protocol is closed and its calls are retried elsewhere.

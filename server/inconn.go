@@ -61,6 +61,7 @@ type inConn struct {
 	// lease
 	backend *pool.Backend
 	regOnly bool // accepted on Config.RegisterListen: takes setups only
+	badLog  bool // an invalid setup was logged: not every one is
 }
 
 // traffic parses what the connection sent.
@@ -291,6 +292,11 @@ func (ic *inConn) setup(m *codec.Message) {
 		} else if errors.Is(err, codec.ErrPort) {
 			text = "listenport must be 1..65535"
 		}
+		if !ic.badLog { // once per lease: a peer looping on bad setups must not flood the log
+			ic.badLog = true
+			l.p.cfg.Logger.Warn("setup refused: bad_request: "+text+" (the lease stays open for a valid setup)",
+				"id", m.ID, "peer", ic.gc.RemoteAddr().String(), "local", ic.gc.LocalAddr().String())
+		}
 		ic.reply(codec.AppendError(nil, m.ID, codec.CodeBadRequest, text))
 		return
 	}
@@ -460,7 +466,8 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 		}
 		l.p.mu.Unlock()
 		if l.p.registry.Remove(ic.backend) {
-			l.p.cfg.Logger.Info("backend left", "id", ic.backend.ID, "policy", ic.backend.Policy)
+			l.p.cfg.Logger.Info("backend left: its lease closed", "id", ic.backend.ID, "policy", ic.backend.Policy,
+				"addr", ic.backend.Addr, "err", err)
 		}
 	}
 	for {

@@ -276,7 +276,8 @@ func (lk *link) dialFailed(err error) {
 	l := lk.loop
 	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + l.lim.downFor}
 	l.metrics.n[mDialErrors]++
-	l.p.cfg.Logger.Warn("backend unreachable", "id", lk.backend.ID, "addr", lk.backend.Addr, "err", err)
+	l.p.cfg.Logger.Warn("backend unreachable: check that it listens on addr, reachable from the proxy",
+		"id", lk.backend.ID, "policy", lk.backend.Policy, "addr", lk.backend.Addr, "err", err)
 	l.backendFailed(lk.backend, "dial: "+err.Error())
 	l.stamp = l.clock() // the retries' sending time
 	lk.unblock()

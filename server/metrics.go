@@ -89,9 +89,10 @@ func (m *loopMetrics) countError(ps *policyStats, code string) {
 // Metrics aggregates the loops' counters and exports them to Prometheus.
 // Safe from any goroutine.
 type Metrics struct {
-	p     *proxy
-	mu    sync.Mutex
-	loops []*loopMetrics
+	p      *proxy
+	mu     sync.Mutex
+	loops  []*loopMetrics
+	errLog errorLog // the ticker's (errlog.go)
 }
 
 func newMetrics(p *proxy) *Metrics { return &Metrics{p: p} }

@@ -606,6 +606,7 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 	}
 	p.mu.Unlock()
 	p.logRefused()
+	p.metrics.logErrors(p.cfg.Logger, p.live.Load().cfg.ErrorLogEvery)
 	return tickInterval(p.live.Load().cfg.Timeout), gnet.None
 }
 

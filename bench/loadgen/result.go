@@ -138,16 +138,8 @@ func (r *Result) Warnings() []string {
 // WriteSummary writes the result for people.
 func (r *Result) WriteSummary(w io.Writer) error {
 	var b strings.Builder
-	pol := make([]string, len(r.Policies))
-	for i, p := range r.Policies {
-		pol[i] = strconv.FormatInt(p, 10)
-	}
-	if r.Mode == "open" {
-		fmt.Fprintf(&b, "open loop at %.0f req/s over %d conns (at most %d in flight each)", r.Rate, r.Conns, r.Pipeline)
-	} else {
-		fmt.Fprintf(&b, "closed loop, %d conns × %d in flight", r.Conns, r.Pipeline)
-	}
-	fmt.Fprintf(&b, ", %d-byte payloads, policy %s → %s\n", r.Size, strings.Join(pol, ","), strings.Join(r.Targets, ","))
+	b.WriteString(header(r.Mode == "open", r.Rate, r.Conns, r.Pipeline, r.Size, r.Policies, r.Targets))
+	b.WriteByte('\n')
 	fmt.Fprintf(&b, "  %.2fs measured after %.2fs warmup: %d sent, %d replies, %d errors\n",
 		r.DurationS, r.WarmupS, r.Sent, r.Replies, r.ErrorCount())
 	fmt.Fprintf(&b, "  throughput  %.1f msgs/s", r.Throughput)
@@ -210,4 +202,35 @@ func FormatProgress(p Progress) string {
 		s += fmt.Sprintf("  | second %d: %d msgs/s  p50 %s  p99 %s", p.Last.T, p.Last.Replies, fmtUS(p.Last.P50), fmtUS(p.Last.P99))
 	}
 	return s
+}
+
+// header is the first line of the summary: the load and where it goes.
+func header(open bool, rate float64, conns, pipeline, size int, policies []int64, targets []string) string {
+	var b strings.Builder
+	pol := make([]string, len(policies))
+	for i, p := range policies {
+		pol[i] = strconv.FormatInt(p, 10)
+	}
+	if open {
+		fmt.Fprintf(&b, "open loop at %.0f req/s over %d conns (at most %d in flight each)", rate, conns, pipeline)
+	} else {
+		fmt.Fprintf(&b, "closed loop, %d conns × %d in flight", conns, pipeline)
+	}
+	fmt.Fprintf(&b, ", %d-byte payloads, policy %s → %s", size, strings.Join(pol, ","), strings.Join(targets, ","))
+	return b.String()
+}
+
+// Header is the first line of the summary a run of c would print (its
+// defaults resolved), and how long it measures, for printing at the
+// start. The error is Run's for an invalid c.
+func (c Config) Header() (string, error) {
+	c, err := c.resolve()
+	if err != nil {
+		return "", err
+	}
+	h := header(c.Rate > 0, c.Rate, c.Conns, c.Pipeline, c.Size, c.Policies, c.Targets)
+	if c.Requests > 0 {
+		return fmt.Sprintf("%s: %d requests", h, c.Requests), nil
+	}
+	return fmt.Sprintf("%s: %v after %v warmup", h, c.Duration, c.Warmup), nil
 }

@@ -19,13 +19,17 @@ func runBackend(args []string) int {
 	fs := flag.NewFlagSet("prism backend", flag.ContinueOnError)
 	var cfg backend.Config
 	cfg.RegisterFlags(fs)
+	var level levelFlag
+	var format formatFlag
+	fs.Var(&level, "log-level", "`level` of the log: debug, info (the default), warn or error")
+	fs.Var(&format, "log-format", "`format` of the log on standard error: text (key=value) or json (one object a line)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return usageError(fs, "unexpected arguments: %v", fs.Args())
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := newLogger(os.Stderr, format, slog.Level(level))
 	cfg.Logger = logger
 	raiseProcs(cfg.Loops)
 	b, err := backend.New(cfg)
@@ -33,7 +37,7 @@ func runBackend(args []string) int {
 		err = b.Start()
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "prism backend:", err)
+		fmt.Fprintln(os.Stderr, "prism backend:", listenHint(err, cfg.Listen, "-port or -host"))
 		return 1
 	}
 	logger.Info("backend serving", "id", cfg.ID, "policy", cfg.Policy, "port", b.Port(), "mode", cfg.Mode.String())

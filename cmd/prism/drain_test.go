@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,10 +69,14 @@ func (pp *proxyProc) scan(r io.Reader, addr chan<- string) {
 		pp.mu.Lock()
 		pp.logs = append(pp.logs, line)
 		pp.mu.Unlock()
-		if strings.Contains(line, "proxy listening") {
-			if _, a, ok := strings.Cut(line, "addr="); ok {
-				addr <- strings.Fields(a)[0]
-			}
+		if !strings.Contains(line, "proxy listening") {
+			continue
+		}
+		var rec struct{ Addr string }
+		if json.Unmarshal([]byte(line), &rec) == nil { // -log-format json
+			addr <- rec.Addr
+		} else if _, a, ok := strings.Cut(line, "addr="); ok {
+			addr <- strings.Fields(a)[0]
 		}
 	}
 }

@@ -25,7 +25,7 @@ func main() {
 }
 
 // run runs the command line args and returns the exit status. Asked-for help
-// (help, -h) goes to standard output with status 0; a usage error's message
+// (help, -h, help <command>) goes to standard output with status 0; a usage error's message
 // and usage go to standard error with status 2.
 func run(args []string) int {
 	if len(args) == 0 {
@@ -34,6 +34,14 @@ func run(args []string) int {
 	}
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && args[0] == "help" { // help <command>: its flags
+			if cmd, ok := commands[args[1]]; ok {
+				return cmd.run([]string{"-h"})
+			}
+			fmt.Fprintf(os.Stderr, "prism: unknown command %q\n", args[1])
+			usage(os.Stderr)
+			return 2
+		}
 		usage(os.Stdout)
 		return 0
 	case "-version", "--version":
@@ -58,7 +66,7 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nrun 'prism <command> -h' for a command's flags")
+	fmt.Fprintln(w, "\nrun 'prism help <command>' (or 'prism <command> -h') for a command's flags")
 }
 
 // raiseProcs gives the Go runtime enough Ps for n event loops. A gnet loop

@@ -31,6 +31,7 @@ type proxyArgs struct {
 	verbose  bool
 	port     int
 	logLevel levelFlag
+	logFmt   formatFlag
 	config   string // the configuration file (-config or PRISM_CONFIG); empty: none
 	check    bool
 	pidfile  string
@@ -48,6 +49,7 @@ func newProxyFlagSet(pa *proxyArgs) *flag.FlagSet {
 		"then they are answered shutting_down and the exit status is 1 (0 when all were answered); a second signal exits at once with 130")
 	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail (-log-level debug)")
 	fs.Var(&pa.logLevel, "log-level", "`level` of the log: debug, info (the default), warn or error")
+	fs.Var(&pa.logFmt, "log-format", "`format` of the log on standard error: text (key=value) or json (one object a line)")
 	fs.StringVar(&pa.config, "config", "", "configuration `file` (YAML; keys are these flags' names, plus backends), read again on SIGHUP; "+
 		"PRISM_<FLAG> variables override it, flags override both; empty: $PRISM_CONFIG, or none")
 	fs.BoolVar(&pa.check, "check", false, "check the configuration, print it with defaults resolved, and exit (0, or 2 with the error)")
@@ -86,7 +88,7 @@ func runProxy(args []string) int {
 	}
 	level := new(slog.LevelVar) // SIGHUP may change it
 	level.Set(pa.level())
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(os.Stderr, pa.logFmt, level)
 	pa.cfg.Logger = logger
 	// Before anything is logged: a signal sent on seeing the first line
 	// must find the handler installed.
@@ -113,7 +115,7 @@ func runProxy(args []string) int {
 	}
 	inherit(p, logger)
 	if err := p.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "prism proxy:", err)
+		fmt.Fprintln(os.Stderr, "prism proxy:", listenHint(err, proxyAddrs(pa.cfg), "-listen"))
 		return 1
 	}
 	logger.Info("proxy listening", "addr", p.Addr(), "loops", p.Config().Loops,
@@ -129,7 +131,7 @@ func runProxy(args []string) int {
 	if pa.admin != "" {
 		ln, err := net.Listen("tcp", pa.admin)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "prism proxy: admin:", err)
+			fmt.Fprintln(os.Stderr, "prism proxy: admin:", listenHint(err, pa.admin, "-admin"))
 			p.Shutdown(context.Background())
 			return 1
 		}

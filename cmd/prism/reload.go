@@ -16,7 +16,8 @@ import (
 type reloader struct {
 	p      *server.Proxy
 	args   []string
-	admin  string // the running admin address: a change needs a restart
+	admin  string     // the running admin address: a change needs a restart
+	format formatFlag // the running log format: the same
 	level  *slog.LevelVar
 	logger *slog.Logger
 	drainD atomic.Int64 // -drain, read by the signal handler
@@ -24,7 +25,7 @@ type reloader struct {
 }
 
 func newReloader(p *server.Proxy, args []string, pa proxyArgs, level *slog.LevelVar, logger *slog.Logger) *reloader {
-	r := &reloader{p: p, args: args, admin: pa.admin, level: level, logger: logger, done: make(chan struct{})}
+	r := &reloader{p: p, args: args, admin: pa.admin, format: pa.logFmt, level: level, logger: logger, done: make(chan struct{})}
 	r.drainD.Store(int64(pa.drain))
 	return r
 }
@@ -57,6 +58,10 @@ func (r *reloader) reload() {
 			if pa.admin != r.admin {
 				restart = append(restart, "admin")
 				pa.admin = r.admin
+			}
+			if pa.logFmt != r.format {
+				restart = append(restart, "log-format")
+				pa.logFmt = r.format
 			}
 			r.level.Set(pa.level())
 			r.drainD.Store(int64(pa.drain))
