@@ -69,7 +69,12 @@ func (lk *link) checkStall(now int64) {
 		return
 	}
 	l.metrics.n[mStalls]++
-	l.healthChanged(b, l.p.registry.Eject(b, now), "no reply for "+time.Duration(l.lim.stall).String())
+	why := "no reply for " + time.Duration(l.lim.stall).String()
+	if b.State() == pool.Probing {
+		l.backendFailed(b, why) // its probe stalled: ejected again
+	} else {
+		l.healthChanged(b, l.p.registry.Eject(b, now), why)
+	}
 	if b.State() == pool.Healthy {
 		return // the cap refused: its requests wait for their timeout
 	}

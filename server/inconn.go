@@ -128,6 +128,9 @@ func (ic *inConn) resumeParsing() {
 	}
 	ic.paused = false
 	ic.parse()
+	if ic.gc != nil {
+		ic.countInbound() // what it parsed no longer counts toward the loop's share
+	}
 }
 
 func (ic *inConn) parse() {

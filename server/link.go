@@ -93,7 +93,7 @@ func (l *loop) dispatch(c *call, body []byte) {
 	out := 0           // backends passed over for being ejected
 	panicking := false // every backend left is ejected: use them anyway
 	skip := func(b *pool.Backend) bool {
-		if b == c.last && len(pol.Backends) > 1 {
+		if b == c.last { // alone in its policy it gets backend_unavailable below: no probe for it
 			return true
 		}
 		if !panicking && reg.Out(b, clock) {
@@ -105,6 +105,10 @@ func (l *loop) dispatch(c *call, body []byte) {
 			case !lk.usable(clock):
 				return true
 			case lk.pressured():
+				if !panicking && b.State() != pool.Healthy {
+					out++ // its ejection is over, but only a probe readmits it
+					return true
+				}
 				if pressed == nil || lk.fifo.Len() < pressedLen { // the least loaded: not a stalled one
 					pressed, pressedLen = b, lk.fifo.Len()
 				}
@@ -266,6 +270,7 @@ func (lk *link) opened(gc gnet.Conn) {
 		for i := range n {
 			lk.fifo.At(i).sent = now
 		}
+		lk.busySince = now // nor the backend's stall (health.go)
 	}
 	if lk.unsentBytes > 0 {
 		lk.loop.markLinkDirty(lk)
