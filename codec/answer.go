@@ -37,7 +37,7 @@ func ErrorAnswer(err error, max int) (code, text string) {
 	case errors.Is(err, ErrPolicyConflict):
 		return CodeBadRequest, "privPoliId and privPolyId disagree"
 	case errors.Is(err, ErrDuplicateKey):
-		return CodeBadRequest, "a field appears twice"
+		return CodeBadRequest, "a field appears twice (or in other letter case)"
 	}
 	return CodeBadRequest, err.Error()
 }

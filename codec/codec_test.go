@@ -212,6 +212,7 @@ func TestRepeatedKeysRefused(t *testing.T) {
 		{"both spellings agree", `{"type":0,"srcid":1,"privPoliId":7,"privPolyId":7,"payloadsize":1,"payload":"x"}`, nil},
 		{"key name as a value", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":5,"payload":"srcid","x":"srcid"}`, nil},
 		{"nested repeat is not top level", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x","n":{"srcid":1,"srcid":2}}`, nil},
+		{"a field in other case", `{"type":0,"srcid":1,"privPoliId":7,"PrivPoliId":8,"payloadsize":1,"payload":"x"}`, ErrDuplicateKey},
 		{"unknown key twice", `{"type":0,"srcid":1,"privPoliId":7,"payloadsize":1,"payload":"x","u":1,"u":2}`, nil},
 	}
 	var d Decoder

@@ -48,6 +48,8 @@ func plainKeys(body []byte) bool {
 				return false
 			}
 			seen |= 1 << k
+		} else if foldsToKnown(body[start:i]) {
+			return false
 		}
 		for i++; i < n && body[i] <= ' '; i++ {
 		}
@@ -156,4 +158,20 @@ func keyOf(b []byte) fieldKey {
 		}
 	}
 	return keyNone
+}
+
+// knownKeys are the protocol's field names.
+var knownKeys = [...]string{"type", "srcid", "destid", "id", "privPoliId", "privPolyId",
+	"payloadsize", "payload", "listenport", "token", "code", "error"}
+
+// foldsToKnown reports whether key is a protocol field's name in other
+// letter case ("PrivPoliId"): encoding/json, among others, matches names
+// without regard to case, so a backend could read it as the field.
+func foldsToKnown(key []byte) bool {
+	for _, k := range knownKeys {
+		if len(k) == len(key) && bytes.EqualFold(key, []byte(k)) {
+			return true
+		}
+	}
+	return false
 }

@@ -82,9 +82,11 @@ var (
 	// with different values.
 	ErrPolicyConflict = errors.New("codec: privPoliId and privPolyId disagree")
 	// ErrDuplicateKey means a field the protocol knows appears twice in one
-	// object. Parsers disagree on which one counts (the first, the last),
-	// so a proxy that routed by one while its backend read the other could
-	// send a request to another policy's backend: it is refused.
+	// object, or under a name that differs from it only in letter case
+	// ("PrivPoliId"). Parsers disagree on which one counts (the first, the
+	// last, a case-insensitive match), so a proxy that routed by one while
+	// its backend read the other could send a request to another policy's
+	// backend: it is refused.
 	ErrDuplicateKey = errors.New("codec: a field appears twice")
 	// ErrType means the type field is absent or not a known message type.
 	ErrType = errors.New("codec: unknown message type")
@@ -374,6 +376,8 @@ func (v *visitor) OnObjectKey(key string) error {
 				return v.fail(ErrDuplicateKey)
 			}
 			v.keys |= 1 << v.key
+		} else if foldsToKnown(unsafe.Slice(unsafe.StringData(key), len(key))) {
+			return v.fail(ErrDuplicateKey)
 		}
 	}
 	return nil
