@@ -4,6 +4,11 @@
 // server exports it (the prism_build_info metric).
 //
 //	fmt.Println(buildinfo.Read())
+//
+// A release build (deploy/release.sh, deploy/Dockerfile) stamps the version
+// and commit at link time, which wins over what the toolchain recorded:
+//
+//	go build -ldflags "-X github.com/prism-proxy/prism/internal/buildinfo.version=v1.2.0 -X github.com/prism-proxy/prism/internal/buildinfo.commit=1a2b3c" ./cmd/prism
 package buildinfo
 
 import (
@@ -13,6 +18,10 @@ import (
 
 // Unknown is the version or commit when the build did not record it.
 const Unknown = "(devel)"
+
+// version and commit are set at link time (-ldflags -X) by release builds;
+// empty: what debug.ReadBuildInfo recorded.
+var version, commit string
 
 // Info is what the build recorded.
 type Info struct {
@@ -32,7 +41,7 @@ func Read() Info {
 	info := Info{Version: Unknown, Commit: Unknown, GoVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return info
+		return stamped(info)
 	}
 	if v := bi.Main.Version; v != "" {
 		info.Version = v
@@ -51,6 +60,17 @@ func Read() Info {
 	}
 	if modified && info.Commit != Unknown {
 		info.Commit += "-modified"
+	}
+	return stamped(info)
+}
+
+// stamped is info with the link-time version and commit, where set.
+func stamped(info Info) Info {
+	if version != "" {
+		info.Version = version
+	}
+	if commit != "" {
+		info.Commit = commit
 	}
 	return info
 }
