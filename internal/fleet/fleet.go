@@ -274,9 +274,9 @@ func (m *Member) Close() {
 	m.stop(true)
 }
 
-// abandon stops without revoking: the keys expire with the lease, as when
-// the proxy dies. For tests.
-func (m *Member) abandon() { m.stop(false) }
+// Abandon stops without revoking the lease: the keys expire with it, as
+// when the proxy's process is killed. For tests of that.
+func (m *Member) Abandon() { m.stop(false) }
 
 func (m *Member) stop(revoke bool) {
 	m.cancel()

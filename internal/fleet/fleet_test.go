@@ -181,7 +181,7 @@ func TestLeaseExpiresOnDeath(t *testing.T) {
 	_, tb := startMember(t, e, "b", nil)
 	a.Publish(entry(1, 9101))
 	waitFor(t, 5*time.Second, "b sees 1", func() bool { return tb.len() == 1 })
-	a.abandon()
+	a.Abandon()
 	began := time.Now()
 	waitFor(t, 6*time.Second, "b drops a's entries", func() bool { return tb.len() == 0 })
 	if d := time.Since(began); d < time.Second {
