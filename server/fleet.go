@@ -55,13 +55,13 @@ const fleetDampEvery = 100 * time.Millisecond
 type fleetState struct {
 	m       *fleet.Member
 	id      string
-	table   map[string]*remote                 // by etcd key
-	byID    map[int64]map[string]*remote       // the same, by backend id
-	in      map[int64]*pool.Backend            // the remote backend installed for an id
-	budget  map[int64]*removeBudget            // by policy
-	stopped chan struct{}                      // closed when the damper should end
-	done    chan struct{}                      // closed when it ended
-	suspect int                                // entries deleted in etcd but kept
+	table   map[string]*remote           // by etcd key
+	byID    map[int64]map[string]*remote // the same, by backend id
+	in      map[int64]*pool.Backend      // the remote backend installed for an id
+	budget  map[int64]*removeBudget      // by policy
+	stopped chan struct{}                // closed when the damper should end
+	done    chan struct{}                // closed when it ended
+	suspect int                          // entries deleted in etcd but kept
 }
 
 // remote is an entry of another proxy.

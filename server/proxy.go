@@ -414,7 +414,7 @@ func (p *proxy) abort(ctx context.Context) (answered int, complete bool) {
 // used.
 func (p *proxy) stop() {
 	gnetio.Stop(context.Background(), p.engine, p.done)
-	p.stopFleet() // after the leases closed: their keys go with the lease
+	p.stopFleet()  // after the leases closed: their keys go with the lease
 	p.tails.Wait() // they end with done closed, once written
 	p.mu.Lock()
 	for _, l := range p.list {
