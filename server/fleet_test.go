@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -148,4 +149,28 @@ func TestFleetDeletionsDamped(t *testing.T) {
 		t.Errorf("half a second after the storm: %d backends left; want at least %d (10%%/s)", got, n-4)
 	}
 	waitFor(t, "b drops some", 5*time.Second, func() bool { return len(policyBackends(b, 7)) < n-2 })
+}
+
+func TestRegistryConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name, registry, id string
+		want               string // in the error; "" for none
+	}{
+		{"none", "", "", ""},
+		{"one", "etcd://10.0.0.1:2379", "", ""},
+		{"several", "etcd://10.0.0.1:2379,10.0.0.2:2379", "p1", ""},
+		{"no scheme", "10.0.0.1:2379", "", "want etcd://host:port"},
+		{"no port", "etcd://10.0.0.1", "", "is not host:port"},
+		{"slash in id", "etcd://10.0.0.1:2379", "a/b", "must not contain '/'"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Config{Registry: tt.registry, ProxyID: tt.id}.Check()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("got %v; want no error", err)
+			case tt.want != "" && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v; want ErrConfig with %q", err, tt.want)
+			}
+		})
+	}
 }
