@@ -174,3 +174,19 @@ func TestRegistryConfig(t *testing.T) {
 		})
 	}
 }
+
+// A proxy whose etcd is not there starts, serves its own registrations,
+// and says it is degraded.
+func TestFleetEtcdAbsentAtStart(t *testing.T) {
+	began := time.Now()
+	p := startProxy(t, Config{Registry: "etcd://127.0.0.1:1", ProxyID: "a"})
+	if d := time.Since(began); d > 3*time.Second {
+		t.Errorf("Start took %v with etcd absent", d)
+	}
+	newFakeBackend(t, p, 1, 7, echo)
+	c := dial(t, p, codec.Binary)
+	if got := roundTrip(t, c, 42, 7, "alone"); got.Type != codec.TypeReply {
+		t.Fatalf("got %+v; want a reply", got)
+	}
+	waitFor(t, "degraded", 10*time.Second, func() bool { return p.Degraded() != "" })
+}
