@@ -20,6 +20,7 @@ type Backend struct {
 	Addr    string        // host:port of the backend's data listener
 	Framing codec.Framing // the framing of its setup, used on data connections
 	Static  bool          // given in the configuration, not registered by a setup
+	Via     string        // the fleet proxy holding its setup; empty: this proxy or the configuration
 
 	removed atomic.Bool
 	routed  atomic.Uint64
@@ -130,6 +131,13 @@ func (r *Registry) Remove(b *Backend) bool {
 	delete(r.byID, b.ID)
 	r.rebuild()
 	return true
+}
+
+// Lookup returns the registration of id, or nil.
+func (r *Registry) Lookup(id int64) *Backend {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
 }
 
 // Backends lists the registered backends ordered by policy, then id.

@@ -19,7 +19,8 @@ import (
 //	/metrics       Prometheus metrics (prism_* plus Go runtime and process)
 //	/healthz       200 "ok" while serving, 503 "draining" during shutdown
 //	/readyz        200 "ready" once listening with the backends Config.ReadyMinBackends
-//	               and Config.ReadyPolicies ask for; 503 with the reason otherwise
+//	               and Config.ReadyPolicies ask for; 503 with the reason otherwise;
+//	               200 "ready; degraded: REASON" while the fleet registry is unreachable
 //	/backends      the registered backends as JSON
 //	/debug/pprof/  the runtime profiles (net/http/pprof), on this handler only
 //
@@ -40,6 +41,10 @@ func (p *Proxy) AdminHandler() http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if why := p.NotReady(); why != "" {
 			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		if why := p.Degraded(); why != "" {
+			w.Write([]byte("ready; degraded: " + why + "\n"))
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -105,6 +110,17 @@ func (p *Proxy) NotReady() string {
 		if n := count[pol]; n < need {
 			return "policy " + itoa(pol) + " has " + strconv.Itoa(n) + " backends; needs " + strconv.Itoa(need)
 		}
+	}
+	return ""
+}
+
+// Degraded returns why the proxy serves with less than it should while
+// being ready, or "": the fleet registry (Config.Registry) unreachable.
+// It serves then with the last table it knew and its own registrations,
+// which is why /readyz still answers 200. Safe from any goroutine.
+func (p *Proxy) Degraded() string {
+	if on, up, why, _ := p.p.fleetStatus(); on && !up {
+		return why
 	}
 	return ""
 }

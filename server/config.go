@@ -173,6 +173,20 @@ type Config struct {
 	// one: a line at most this often, and only when there were some.
 	// Zero: 10s; negative: no summary (the counts stay in /metrics).
 	ErrorLogEvery time.Duration
+	// Registry, when set, is the fleet registry: etcd's client addresses
+	// as "etcd://host:2379[,host2:2379…]". Each setup this proxy accepts
+	// is published there, and the backends the fleet's other proxies
+	// accepted are served here too (fleet.go). Empty: none, this proxy
+	// knows only its own registrations and static backends.
+	Registry string
+	// ProxyID names this proxy in the fleet registry's keys; unique in the
+	// fleet, without '/'. Empty: the host name and the listen address,
+	// "host@127.0.0.1:9000" (its port as bound).
+	ProxyID string
+	// RegistryTTL is how long this proxy's keys outlive it in the fleet
+	// registry when it dies without deleting them (its etcd lease).
+	// Zero: 10s; etcd counts in whole seconds; negative is refused.
+	RegistryTTL time.Duration
 	// Logger receives the proxy's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -208,6 +222,7 @@ const (
 	defaultMaxMemory          = 1 << 30
 	defaultIdleTimeout        = 5 * time.Minute
 	defaultFrameTimeout       = 10 * time.Second
+	defaultRegistryTTL        = 10 * time.Second
 )
 
 // ErrConfig is wrapped by the errors of New, Reload and Config.Check for a
@@ -262,6 +277,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.FrameTimeout = defaultFrameTimeout
 	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
 	fs.IntVar(&c.ReadyMinBackends, "ready-min-backends", 0, "backends each policy needs registered before /readyz says ready")
+	fs.StringVar(&c.Registry, "registry", "", "fleet registry: etcd://`host:port`[,host:port…]; every proxy of the fleet serves the backends registered with any of them; empty: none")
+	fs.StringVar(&c.ProxyID, "proxy-id", "", "this proxy's `name` in the fleet registry, unique in the fleet; empty: hostname@listen address")
+	c.RegistryTTL = defaultRegistryTTL
+	fs.Var(checked(&c.RegistryTTL, positive), "registry-ttl", "how long this proxy's registrations outlive it in the fleet registry when it dies, a `duration`")
 	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
 }
 
@@ -415,6 +434,7 @@ func (c Config) resolve() (Config, error) {
 		{"EjectMaxTime", "eject-max-time", int64(c.EjectMaxTime)},
 		{"MaxMemory", "max-memory", c.MaxMemory},
 		{"MaxConns", "max-conns", int64(c.MaxConns)},
+		{"RegistryTTL", "registry-ttl", int64(c.RegistryTTL)},
 	}
 	for _, f := range negative {
 		if f.v < 0 {
@@ -526,6 +546,15 @@ func (c Config) resolve() (Config, error) {
 		return c, fmt.Errorf("%w: MaxConns (-max-conns) %d is more than the open-files limit allows: %d files, of which %d are kept for the proxy's own use; raise the limit (ulimit -n) or lower MaxConns to at most %d",
 			ErrConfig, c.MaxConns, limit, limit-most, most)
 	}
+	if _, err := parseRegistry(c.Registry); err != nil {
+		return c, err
+	}
+	if strings.Contains(c.ProxyID, "/") {
+		return c, badValue("ProxyID", "proxy-id", strconv.Quote(c.ProxyID), "must not contain '/'")
+	}
+	if c.RegistryTTL == 0 {
+		c.RegistryTTL = defaultRegistryTTL
+	}
 	if c.ErrorLogEvery == 0 {
 		c.ErrorLogEvery = defaultErrorLogEvery
 	}
@@ -592,4 +621,25 @@ func parseNets(list string) ([]netip.Prefix, error) {
 		nets = append(nets, pfx.Masked())
 	}
 	return nets, nil
+}
+
+// parseRegistry parses Config.Registry, "etcd://host:port[,host:port…]",
+// into etcd's endpoints; nil when empty.
+func parseRegistry(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	rest, ok := strings.CutPrefix(s, "etcd://")
+	if !ok {
+		return nil, badValue("Registry", "registry", strconv.Quote(s), "want etcd://host:port[,host:port…]")
+	}
+	var eps []string
+	for _, f := range strings.Split(rest, ",") {
+		f = strings.TrimPrefix(strings.TrimSpace(f), "etcd://")
+		if host, port, err := net.SplitHostPort(f); err != nil || host == "" || port == "" {
+			return nil, badValue("Registry", "registry", strconv.Quote(s), strconv.Quote(f)+" is not host:port")
+		}
+		eps = append(eps, f)
+	}
+	return eps, nil
 }

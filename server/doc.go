@@ -43,6 +43,13 @@
 // copy its limits through the task queue (the tick looks too), so the
 // request path reads the loop's own copy and nothing else.
 //
+// # The fleet registry
+//
+// With Config.Registry the proxies of a fleet share their registrations
+// through etcd (fleet.go, internal/fleet): setups accepted here are
+// published, and the other proxies' entries are routed here like static
+// backends. The request path does not know: they are registry entries.
+//
 // # How errors become answers
 //
 // Every request gets exactly one answer, its reply or an error message

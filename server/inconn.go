@@ -342,6 +342,7 @@ func (ic *inConn) setup(m *codec.Message) {
 	old := l.p.leases[replaced]
 	delete(l.p.leases, replaced)
 	l.p.leases[b] = ic
+	l.p.fleetPublish(b)
 	l.p.mu.Unlock()
 	ic.backend = b
 	peer := ic.gc.RemoteAddr().String()
@@ -349,6 +350,10 @@ func (ic *inConn) setup(m *codec.Message) {
 	log := l.p.cfg.Logger.With("id", b.ID, "policy", b.Policy, "addr", b.Addr, "peer", peer)
 	if replaced == nil {
 		log.Info("backend registered", "framing", b.Framing.String())
+		return
+	}
+	if old == nil && replaced.Via != "" { // the fleet's entry: this lease wins (fleet.go)
+		log.Info("backend registered", "framing", b.Framing.String(), "in_place_of_fleet_entry_of", replaced.Via)
 		return
 	}
 	if old == nil { // no lease: inherited from the older process of an upgrade (upgrade.go)
@@ -471,6 +476,7 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 		if l.p.registry.Remove(ic.backend) {
 			l.p.cfg.Logger.Info("backend left: its lease closed", "id", ic.backend.ID, "policy", ic.backend.Policy,
 				"addr", ic.backend.Addr, "err", err)
+			l.p.fleetLeft(ic.backend)
 		}
 	}
 	for {

@@ -238,12 +238,14 @@ var (
 	descClientOut = prometheus.NewDesc("prism_client_sent_bytes_total", "Bytes written to clients.", nil, nil)
 	descBackIn    = prometheus.NewDesc("prism_backend_received_bytes_total", "Bytes of replies read from backends, framing included.", nil, nil)
 	descBackOut   = prometheus.NewDesc("prism_backend_sent_bytes_total", "Bytes of requests written to backends.", nil, nil)
+	descRegUp     = prometheus.NewDesc("prism_registry_up", "1 while the fleet registry (etcd) is reachable, 0 while not; absent without -registry.", nil, nil)
+	descRegBack   = prometheus.NewDesc("prism_registry_backends", "Registrations of the fleet's other proxies known from the fleet registry (suspects included).", nil, nil)
 )
 
 var allDescs = []*prometheus.Desc{descRequests, descReplies, descErrors, descLatency, descBackLat, descRetries, descLate,
 	descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls,
 	descPanics, descNoBudget, descHeld, descState, descConns, descLeases, descConnsRef, descIdle, descSlowFrame,
-	descInflight, descBackends, descRouted, descBackFail, descBackInfl, descClientIn, descClientOut, descBackIn, descBackOut}
+	descInflight, descBackends, descRouted, descBackFail, descBackInfl, descClientIn, descClientOut, descBackIn, descBackOut, descRegUp, descRegBack}
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -318,6 +320,14 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for p, n := range perPolicy {
 		gauge(descBackends, n, itoa(p))
+	}
+	if on, up, _, n := m.p.fleetStatus(); on {
+		v := int64(0)
+		if up {
+			v = 1
+		}
+		gauge(descRegUp, v)
+		gauge(descRegBack, int64(n))
 	}
 }
 

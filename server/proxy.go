@@ -84,6 +84,8 @@ type proxy struct {
 	// The static backends (Config.Backends) by id: a setup of their id is
 	// refused.
 	static map[int64]*pool.Backend
+	// The fleet registry (fleet.go); nil without Config.Registry.
+	fleet *fleetState
 }
 
 type lifecycle uint8
@@ -140,6 +142,9 @@ type BackendInfo struct {
 	Failures uint64 `json:"failures"`
 	Inflight int    `json:"inflight"`
 	Static   bool   `json:"static"` // from the configuration, not registered by a setup
+	// Fleet names the proxy of the fleet registry that holds its setup;
+	// empty for this proxy's own registrations and static backends.
+	Fleet string `json:"fleet,omitempty"`
 }
 
 var stateNames = [...]string{pool.Healthy: "up", pool.Ejected: "ejected", pool.Probing: "probing"}
@@ -153,7 +158,7 @@ func (p *Proxy) Backends() []BackendInfo {
 	out := make([]BackendInfo, 0, len(bs))
 	for _, b := range bs {
 		out = append(out, BackendInfo{b.ID, b.Policy, b.Addr, b.Framing.String(), b.Routed(), stateNames[b.State()],
-			b.Failures(), inflight[b], b.Static})
+			b.Failures(), inflight[b], b.Static, b.Via})
 	}
 	return out
 }
@@ -181,6 +186,10 @@ func (p *Proxy) Start() error {
 	go px.serve()
 	select {
 	case <-px.booted:
+		if err := px.startFleet(); err != nil {
+			p.Shutdown(context.Background())
+			return err
+		}
 		return nil
 	case <-px.done:
 		if px.runErr == nil {
@@ -405,6 +414,7 @@ func (p *proxy) abort(ctx context.Context) (answered int, complete bool) {
 // used.
 func (p *proxy) stop() {
 	gnetio.Stop(context.Background(), p.engine, p.done)
+	p.stopFleet()  // after the leases closed: their keys go with the lease
 	p.tails.Wait() // they end with done closed, once written
 	p.mu.Lock()
 	for _, l := range p.list {

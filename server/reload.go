@@ -34,6 +34,9 @@ var restartOnly = []struct {
 	{"register-listen", func(c *Config) any { return c.RegisterListen }},
 	{"loops", func(c *Config) any { return c.Loops }},
 	{"max-conns", func(c *Config) any { return c.MaxConns }},
+	{"registry", func(c *Config) any { return c.Registry }},
+	{"proxy-id", func(c *Config) any { return c.ProxyID }},
+	{"registry-ttl", func(c *Config) any { return c.RegistryTTL }},
 }
 
 // Reload applies cfg, resolved as New resolves it, to the running proxy
@@ -64,6 +67,7 @@ func (p *Proxy) Reload(cfg Config) (restartNeeded []string, err error) {
 		}
 	}
 	cfg.Listen, cfg.RegisterListen, cfg.Loops, cfg.MaxConns = run.Listen, run.RegisterListen, run.Loops, run.MaxConns
+	cfg.Registry, cfg.ProxyID, cfg.RegistryTTL = run.Registry, run.ProxyID, run.RegistryTTL
 	px.apply(cfg)
 	px.syncSettings()
 	return restartNeeded, nil
@@ -135,6 +139,9 @@ func (p *proxy) setStatic(specs []StaticBackend) {
 		log.Info("static backend in rotation", "id", b.ID, "policy", b.Policy, "addr", b.Addr, "framing", b.Framing.String())
 		if ic := p.leases[replaced]; ic != nil {
 			delete(p.leases, replaced)
+			if p.fleet != nil && p.fleet.m != nil {
+				p.fleet.m.Withdraw(entryOf(replaced))
+			}
 			text := "id " + itoa(s.ID) + " is now a static backend (configuration)"
 			_ = ic.loop.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 				ic.revoke(replaced, text)
@@ -147,6 +154,7 @@ func (p *proxy) setStatic(specs []StaticBackend) {
 			p.registry.Remove(b)
 			delete(p.static, id)
 			log.Info("static backend left rotation", "id", b.ID, "policy", b.Policy, "addr", b.Addr)
+			p.fleetRefresh(id) // the fleet's entry of the id, if any, takes its place
 		}
 	}
 }

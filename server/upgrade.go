@@ -56,7 +56,7 @@ func (p *Proxy) Inherit(backends []BackendInfo) {
 	var held []*pool.Backend
 	px.mu.Lock()
 	for _, bi := range backends {
-		if bi.Static || px.static[bi.ID] != nil {
+		if bi.Static || px.static[bi.ID] != nil || bi.Fleet != "" { // the fleet registry gives those
 			continue // static backends come from this process's own configuration
 		}
 		f := codec.Binary

@@ -75,6 +75,13 @@ backends:
 				t.Errorf("timeout = %v; want the file's 3s", pa.cfg.Timeout)
 			}
 		}},
+		{name: "fleet registry from file and env", file: "registry: etcd://10.0.0.1:2379\nregistry-ttl: 4s\n",
+			env: map[string]string{"PRISM_PROXY_ID": "p2"},
+			check: func(t *testing.T, pa proxyArgs) {
+				if pa.cfg.Registry != "etcd://10.0.0.1:2379" || pa.cfg.RegistryTTL != 4*time.Second || pa.cfg.ProxyID != "p2" {
+					t.Errorf("registry, ttl, proxy id = %q, %v, %q; want the file's and the env's", pa.cfg.Registry, pa.cfg.RegistryTTL, pa.cfg.ProxyID)
+				}
+			}},
 		{name: "env alone", env: map[string]string{"PRISM_IDLE_TIMEOUT": "0", "PRISM_V": "true", "PRISM_REGISTER_TOKEN": "s3cret"},
 			check: func(t *testing.T, pa proxyArgs) {
 				if pa.cfg.IdleTimeout != -1 || !pa.verbose || pa.cfg.RegisterToken != "s3cret" {

@@ -109,6 +109,7 @@ func TestParseProxyArgs(t *testing.T) {
 		MaxFrame: 1 << 20, MaxClientInflight: 1024,
 		EjectAfter: 5, EjectTime: time.Second, EjectMaxTime: 30 * time.Second, MaxEjectedPercent: 50,
 		MaxMemory: 1 << 30, RetryBudget: 20, IdleTimeout: 5 * time.Minute, FrameTimeout: 10 * time.Second,
+		RegistryTTL: 10 * time.Second,
 	}
 	with := func(f func(*server.Config)) server.Config { c := def; f(&c); return c }
 	for _, tt := range []struct {
@@ -130,6 +131,10 @@ func TestParseProxyArgs(t *testing.T) {
 			want: with(func(c *server.Config) { c.IdleTimeout, c.FrameTimeout = -1, -1 }), drain: 10 * time.Second},
 		{name: "readiness", args: []string{"-ready-min-backends", "2", "-ready-policies", "7,8"},
 			want: with(func(c *server.Config) { c.ReadyMinBackends, c.ReadyPolicies = 2, "7,8" }), drain: 10 * time.Second},
+		{name: "fleet registry", args: []string{"-registry", "etcd://10.0.0.1:2379,10.0.0.2:2379", "-proxy-id", "p1", "-registry-ttl", "5s"},
+			want: with(func(c *server.Config) {
+				c.Registry, c.ProxyID, c.RegistryTTL = "etcd://10.0.0.1:2379,10.0.0.2:2379", "p1", 5*time.Second
+			}), drain: 10 * time.Second},
 		{name: "all", args: []string{"-loops", "3", "-timeout", "250ms", "-max-frame", "4096", "-register-token", "s3cret",
 			"-max-inflight", "8", "-admin", "127.0.0.1:0", "-drain", "1s", "-v"},
 			want: with(func(c *server.Config) {
