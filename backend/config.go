@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ const (
 	defaultRetry  = 2 * time.Second
 
 	defaultReplacedRetry = time.Minute
+	defaultResolveEvery  = 30 * time.Second
 	// The command's own defaults: a backend registers with a proxy on its
 	// default address, as server 1.
 	defaultProxy = "127.0.0.1:9000"
@@ -63,8 +65,24 @@ type Config struct {
 	Policy int64
 	// Listen is the data address. Default "127.0.0.1:0" (a free port).
 	Listen string
-	// Proxies are the proxies to register with; empty serves the data port only.
+	// Proxies are the proxies to register with, each host:port; empty
+	// serves the data port only. A literal IP address gets one lease. A
+	// name is resolved (LookupHost) and gets a lease with every address it
+	// resolves to, the IPv4 ones, or the IPv6 ones when it has no IPv4
+	// address (a dual-stack proxy would otherwise be registered with twice,
+	// and its second registration would replace the first); it is resolved
+	// again every ResolveEvery, new addresses getting a lease and vanished
+	// ones having theirs closed. Addresses found more than once get one
+	// lease.
 	Proxies []string
+	// ResolveEvery is how often the names of Proxies are resolved again.
+	// Zero: 30s; negative: only at Start.
+	ResolveEvery time.Duration
+	// LookupHost resolves a proxy name to its addresses. Nil:
+	// net.DefaultResolver.LookupHost. A failed lookup keeps the name's
+	// addresses of the last one that succeeded, except an authoritative
+	// "no such host" (a *net.DNSError with IsNotFound), which means none.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 	// Mode of answering. Zero: Echo.
 	Mode Mode
 	// Token is sent in setups when not empty.
@@ -109,6 +127,9 @@ func (c Config) resolve() Config {
 	if c.ReplacedRetry == 0 {
 		c.ReplacedRetry = defaultReplacedRetry
 	}
+	if c.ResolveEvery == 0 {
+		c.ResolveEvery = defaultResolveEvery
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -116,7 +137,8 @@ func (c Config) resolve() Config {
 }
 
 // RegisterFlags defines the backend command's flags on fs, each setting a
-// field of c when parsed: -proxy (comma-separated; empty: serve only), -id,
+// field of c when parsed: -proxy (comma-separated; empty: serve only),
+// -resolve-every, -id,
 // -policy, -host and -port (together Listen), -mode, -token, -text (the text
 // framing) and -loops. The flags' defaults are c's fields, with zero fields
 // resolved as New would, except that an ID of zero becomes 1 and nil Proxies
@@ -130,7 +152,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	if c.Proxies == nil {
 		c.Proxies = []string{defaultProxy}
 	}
-	fs.Var(listFlag{&c.Proxies}, "proxy", "comma-separated proxy `addresses` to register with; empty: serve only")
+	fs.Var(listFlag{&c.Proxies}, "proxy", "comma-separated proxy `addresses` (host:port) to register with; "+
+		"a name gets a lease with each address it resolves to; empty: serve only")
+	fs.DurationVar(&c.ResolveEvery, "resolve-every", c.ResolveEvery,
+		"resolve the names of -proxy again this often (new addresses registered with, vanished ones left); negative: only at start")
 	fs.Int64Var(&c.ID, "id", c.ID, "server id")
 	fs.Int64Var(&c.Policy, "policy", c.Policy, "privacy policy served")
 	fs.Var(portFlag{&c.Listen}, "port", "data `port`; 0: a free one")

@@ -5,7 +5,10 @@
 // It owns the data port (each connection's requests answered in order, in
 // the framing the connection speaks, each invalid one with a protocol error)
 // and the leases: one registration connection per proxy, opened with a setup
-// and held open, registered again with backoff when it drops. A proxy that
+// and held open, registered again with backoff when it drops. A proxy named
+// by a host name has a lease per address the name resolves to, resolved
+// again every Config.ResolveEvery (leases opened for new addresses, closed
+// for vanished ones; Config.LookupHost is the resolver). A proxy that
 // refuses the setup (unauthorized, bad_request) is given up on, with an
 // error logged: registering again would get the same answer. A lease ended
 // with unauthorized (a newer registration of the same id replaced it) is

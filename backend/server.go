@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,12 +47,14 @@ type Server struct {
 	wg       sync.WaitGroup // the leases
 	stopOnce sync.Once
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	acked   map[string]bool
-	gaveUp  map[string]error // proxies no longer registered with, and why
-	ackCh   chan struct{}    // closed and replaced on each ack change
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	leases   map[string]*leaseHandle // by proxy address: the leases held or being opened
+	resolved bool                    // every name of Proxies had its first answer
+	acked    map[string]bool
+	gaveUp   map[string]error // proxies no longer registered with, and why
+	ackCh    chan struct{}    // closed and replaced on each ack change
 
 	served atomic.Uint64
 }
@@ -61,7 +65,8 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
-		ctx: ctx, cancel: cancel, acked: map[string]bool{}, gaveUp: map[string]error{},
+		ctx: ctx, cancel: cancel, leases: map[string]*leaseHandle{},
+		acked: map[string]bool{}, gaveUp: map[string]error{},
 		ackCh: make(chan struct{}),
 	}, nil
 }
@@ -95,9 +100,12 @@ func (s *Server) Start() error {
 	if s.closed { // shut down while booting: the engine is being stopped
 		return ErrClosed
 	}
-	for _, addr := range s.cfg.Proxies {
+	literal, names := splitProxies(s.cfg.Proxies)
+	s.setLeasesLocked(literal)
+	s.resolved = len(names) == 0
+	if len(names) > 0 {
 		s.wg.Add(1)
-		go s.holdLease(addr)
+		go s.resolveLoop(literal, names)
 	}
 	return nil
 }
@@ -125,16 +133,17 @@ func (s *Server) ID() int64 { return s.cfg.ID }
 // Policy returns the policy served.
 func (s *Server) Policy() int64 { return s.cfg.Policy }
 
-// WaitRegistered blocks until every proxy acknowledged the setup. It
-// returns an error wrapping ErrRefused or ErrRevoked when the server gave up
-// on a proxy, or ctx's error.
+// WaitRegistered blocks until every proxy acknowledged the setup: every
+// literal address of Proxies and every address its names resolve to, once
+// each name was resolved to at least one address. It returns an error wrapping ErrRefused or
+// ErrRevoked when the server gave up on a proxy, or ctx's error.
 func (s *Server) WaitRegistered(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		ch := s.ackCh
-		all := true
+		all := s.resolved && (len(s.leases) > 0 || len(s.cfg.Proxies) == 0)
 		var gaveUp error
-		for _, a := range s.cfg.Proxies {
+		for _, a := range slices.Sorted(maps.Keys(s.leases)) {
 			all = all && s.acked[a]
 			if err := s.gaveUp[a]; err != nil && gaveUp == nil {
 				gaveUp = fmt.Errorf("proxy %s: %w", a, err)
@@ -155,15 +164,33 @@ func (s *Server) WaitRegistered(ctx context.Context) error {
 	}
 }
 
-func (s *Server) setAcked(addr string, ok bool, gaveUp error) {
+// Proxies returns the addresses the server holds a lease with (or is
+// opening one with), sorted: the literal addresses of Config.Proxies and
+// those its names resolved to.
+func (s *Server) Proxies() []string {
 	s.mu.Lock()
-	s.acked[addr] = ok
-	if gaveUp != nil {
-		s.gaveUp[addr] = gaveUp
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.leases))
+}
+
+// setAcked records the state of lease h, unless it was closed since (its
+// address vanished from the names' answers).
+func (s *Server) setAcked(h *leaseHandle, ok bool, gaveUp error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leases[h.addr] != h {
+		return
 	}
+	s.acked[h.addr] = ok
+	if gaveUp != nil {
+		s.gaveUp[h.addr] = gaveUp
+	}
+	s.ackChangedLocked()
+}
+
+func (s *Server) ackChangedLocked() {
 	close(s.ackCh)
 	s.ackCh = make(chan struct{})
-	s.mu.Unlock()
 }
 
 // Shutdown drops the leases (the proxies take the server out of rotation at
@@ -211,22 +238,23 @@ func (s *Server) stop() {
 // back and out of rotation in turn, the two servers fighting over it;
 // never would leave the id's policy without this server for good if the
 // other one was an impostor or is gone.
-func (s *Server) holdLease(addr string) {
+func (s *Server) holdLease(h *leaseHandle) {
 	defer s.wg.Done()
+	ctx, addr := h.ctx, h.addr
 	const firstWait = 50 * time.Millisecond
 	wait := firstWait
-	for s.ctx.Err() == nil {
+	for ctx.Err() == nil {
 		began := time.Now()
-		registered, err := s.lease(addr)
+		registered, err := s.lease(h)
 		if registered && time.Since(began) > s.cfg.Retry {
 			wait = firstWait // the lease held a while: a drop now is news, not a streak
 		}
-		if s.ctx.Err() != nil {
-			s.setAcked(addr, false, nil)
+		if ctx.Err() != nil {
+			s.setAcked(h, false, nil)
 			return
 		}
 		if giveUp(err) {
-			s.setAcked(addr, false, err)
+			s.setAcked(h, false, err)
 			if !errors.Is(err, ErrRevoked) || s.cfg.ReplacedRetry < 0 {
 				s.cfg.Logger.Error("not registering with this proxy again", "proxy", addr, "id", s.cfg.ID, "err", err)
 				return
@@ -235,13 +263,13 @@ func (s *Server) holdLease(addr string) {
 				"proxy", addr, "id", s.cfg.ID, "in", s.cfg.ReplacedRetry, "err", err)
 			select {
 			case <-time.After(s.cfg.ReplacedRetry):
-			case <-s.ctx.Done():
+			case <-ctx.Done():
 				return
 			}
 			wait = firstWait
 			continue
 		}
-		s.setAcked(addr, false, nil)
+		s.setAcked(h, false, nil)
 		if registered {
 			s.cfg.Logger.Warn("lease lost; registering again", "proxy", addr, "err", err, "in", wait)
 		} else {
@@ -249,7 +277,7 @@ func (s *Server) holdLease(addr string) {
 		}
 		select {
 		case <-time.After(wait):
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		}
 		wait = min(2*wait, s.cfg.Retry)
@@ -297,15 +325,16 @@ func registerFailure(err error) string {
 	return "no acknowledgement from the proxy"
 }
 
-// lease registers with the proxy at addr and holds the lease until it
+// lease registers with the proxy at h.addr and holds the lease until it
 // ends; registered reports whether the proxy acknowledged the setup.
-func (s *Server) lease(addr string) (registered bool, err error) {
+func (s *Server) lease(h *leaseHandle) (registered bool, err error) {
+	ctx, addr := h.ctx, h.addr
 	d := net.Dialer{Timeout: 2 * time.Second}
-	nc, err := d.DialContext(s.ctx, "tcp", addr)
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return false, err
 	}
-	stop := context.AfterFunc(s.ctx, func() { nc.Close() })
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	defer nc.Close()
 	c := client.New(nc, client.Options{Framing: s.cfg.Framing, BufferSize: 4096})
@@ -322,7 +351,7 @@ func (s *Server) lease(addr string) (registered bool, err error) {
 	if m.Type != codec.TypeAck {
 		return false, &leaseError{ErrRefused, string([]byte(m.Code)), string([]byte(m.Error))}
 	}
-	s.setAcked(addr, true, nil)
+	s.setAcked(h, true, nil)
 	s.cfg.Logger.Info("registered", "proxy", addr, "id", s.cfg.ID, "policy", s.cfg.Policy, "port", s.port)
 	for { // the lease stays open; the proxy sends only an error, then closes
 		if err := c.Recv(&m); err != nil {

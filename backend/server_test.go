@@ -244,13 +244,13 @@ func TestRegisterFlags(t *testing.T) {
 		want Config
 	}{
 		{"defaults", nil, Config{ID: 1, Proxies: []string{"127.0.0.1:9000"}, Listen: "127.0.0.1:0",
-			Framing: codec.Binary, Loops: 1, ReplacedRetry: time.Minute}},
+			Framing: codec.Binary, Loops: 1, ReplacedRetry: time.Minute, ResolveEvery: 30 * time.Second}},
 		{"all set", []string{"-proxy", "a:1, b:2,", "-id", "3", "-policy", "7", "-port", "9101",
-			"-host", "0.0.0.0", "-mode", "upper", "-token", "t", "-text", "-loops", "4"},
+			"-host", "0.0.0.0", "-mode", "upper", "-token", "t", "-text", "-loops", "4", "-resolve-every", "5s"},
 			Config{ID: 3, Policy: 7, Proxies: []string{"a:1", "b:2"}, Listen: "0.0.0.0:9101",
-				Mode: Upper, Token: "t", Framing: codec.Text, Loops: 4, ReplacedRetry: time.Minute}},
+				Mode: Upper, Token: "t", Framing: codec.Text, Loops: 4, ReplacedRetry: time.Minute, ResolveEvery: 5 * time.Second}},
 		{"serve only, host after port", []string{"-proxy", "", "-port", "5", "-host", "::1"},
-			Config{ID: 1, Listen: "[::1]:5", Framing: codec.Binary, Loops: 1, ReplacedRetry: time.Minute}},
+			Config{ID: 1, Listen: "[::1]:5", Framing: codec.Binary, Loops: 1, ReplacedRetry: time.Minute, ResolveEvery: 30 * time.Second}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var c Config

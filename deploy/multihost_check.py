@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Parsers for deploy/multihost.sh: each reads standard input and prints one line.
+
+  answers            prism client's JSON lines -> "1:4 2:4 err:no_backend:1 upper:4"
+                     (replies by srcid, errors by code, replies whose payload is upper case)
+  backends [state]   /backends JSON -> "1 2 3" (ids, sorted; only those in state if given)
+  bench              prism bench -json -> "throughput p50_us p99_us sent replies unanswered errors"
+                     (unanswered: requests the generator gave up on or lost with a connection)
+"""
+import json
+import sys
+
+
+def answers():
+    replies, errors, upper = {}, {}, 0
+    for line in sys.stdin:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        m = json.loads(line)
+        if m.get("type") == 2:
+            replies[m["srcid"]] = replies.get(m["srcid"], 0) + 1
+            p = m.get("payload", "")
+            if p and p == p.upper() and p != p.lower():
+                upper += 1
+        elif m.get("type") == 3:
+            errors[m.get("code", "?")] = errors.get(m.get("code", "?"), 0) + 1
+    out = ["%d:%d" % (k, replies[k]) for k in sorted(replies)]
+    out += ["err:%s:%d" % (k, errors[k]) for k in sorted(errors)]
+    out.append("upper:%d" % upper)
+    print(" ".join(out))
+
+
+def backends(state=None):
+    try:
+        data = json.load(sys.stdin)
+    except ValueError:
+        print("")
+        return
+    if isinstance(data, dict):  # tolerate a wrapped list
+        data = data.get("backends", [])
+    ids = sorted({b["id"] for b in data if state is None or b.get("state") == state})
+    print(" ".join(str(i) for i in ids))
+
+
+def bench():
+    r = json.load(sys.stdin)
+    errs = r.get("errors", {})
+    # The generator's own give-ups; a proxy's "timeout" answer is counted
+    # under the same name, so the caller runs with a proxy timeout that
+    # retries beat.
+    unanswered = sum(errs.get(k, 0) for k in ("timeout", "conn_error", "bad_reply"))
+    lat = r.get("latency_us", {})
+    print("%.0f %.0f %.0f %d %d %d %s" % (
+        r.get("throughput", 0), lat.get("p50", 0), lat.get("p99", 0), r.get("sent", 0),
+        r.get("replies", 0), unanswered,
+        ",".join("%s=%d" % (k, v) for k, v in sorted(errs.items()) if v) or "none"))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "answers":
+        answers()
+    elif cmd == "backends":
+        backends(*sys.argv[2:3])
+    elif cmd == "bench":
+        bench()
+    else:
+        sys.exit(__doc__)
