@@ -7,10 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prism-proxy/prism/codec"
+
+	"github.com/prism-proxy/prism/internal/flagx"
 )
 
 // The defaults, in one place: New resolves zero fields to them and
@@ -152,7 +153,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	if c.Proxies == nil {
 		c.Proxies = []string{defaultProxy}
 	}
-	fs.Var(listFlag{&c.Proxies}, "proxy", "comma-separated proxy `addresses` (host:port) to register with; "+
+	fs.Var(flagx.List{P: &c.Proxies}, "proxy", "comma-separated proxy `addresses` (host:port) to register with; "+
 		"a name gets a lease with each address it resolves to; empty: serve only")
 	fs.DurationVar(&c.ResolveEvery, "resolve-every", c.ResolveEvery,
 		"resolve the names of -proxy again this often (new addresses registered with, vanished ones left); negative: only at start")
@@ -174,27 +175,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops")
 	fs.DurationVar(&c.ReplacedRetry, "replaced-retry", c.ReplacedRetry,
 		"after another server registered this id, wait this long before registering again; negative: never")
-}
-
-// listFlag is a comma-separated list; blanks are dropped.
-type listFlag struct{ p *[]string }
-
-func (f listFlag) String() string {
-	if f.p == nil {
-		return ""
-	}
-	return strings.Join(*f.p, ",")
-}
-
-func (f listFlag) Set(s string) error {
-	var list []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			list = append(list, a)
-		}
-	}
-	*f.p = list
-	return nil
 }
 
 // hostFlag and portFlag set the two halves of a listen address.

@@ -5,8 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
+
+	"github.com/prism-proxy/prism/internal/flagx"
 )
 
 // ErrConfig is wrapped by the errors Run returns for an invalid Config.
@@ -81,62 +82,18 @@ const (
 // fs.Parse; c must outlive the parse.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Duration = defaultDuration
-	fs.Var((*positiveDuration)(&c.Duration), "duration", "how long the clients send requests")
+	fs.Var(flagx.Check(&c.Duration, flagx.Positive), "duration", "how long the clients send requests")
 	c.Clients = defaultClients
-	fs.Var((*positiveInt)(&c.Clients), "clients", "client connections")
+	fs.Var(flagx.Check(&c.Clients, flagx.Positive), "clients", "client connections")
 	c.Pipeline = defaultPipeline
-	fs.Var((*positiveInt)(&c.Pipeline), "pipeline", "requests in flight per client connection")
+	fs.Var(flagx.Check(&c.Pipeline, flagx.Positive), "pipeline", "requests in flight per client connection")
 	c.Policies = defaultPolicies
-	fs.Var((*positiveInt)(&c.Policies), "policies", "policies 1..n (odd ones echo, even ones upper-case)")
+	fs.Var(flagx.Check(&c.Policies, flagx.Positive), "policies", "policies 1..n (odd ones echo, even ones upper-case)")
 	c.Backends = defaultBackends
-	fs.Var((*positiveInt)(&c.Backends), "backends", "backend servers per policy")
+	fs.Var(flagx.Check(&c.Backends, flagx.Positive), "backends", "backend servers per policy")
 	fs.IntVar(&c.Loops, "loops", 0, "proxy event loops; 0: one per CPU")
 	c.Size = defaultSize
-	fs.Var((*positiveInt)(&c.Size), "size", "largest payload in `bytes`")
-}
-
-// positiveInt is a count that, when given, must be positive.
-type positiveInt int
-
-func (n *positiveInt) String() string {
-	if n == nil {
-		return "0"
-	}
-	return strconv.Itoa(int(*n))
-}
-
-func (n *positiveInt) Set(s string) error {
-	v, err := strconv.Atoi(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v <= 0:
-		return errors.New("must be positive")
-	}
-	*n = positiveInt(v)
-	return nil
-}
-
-// positiveDuration is a duration that, when given, must be positive.
-type positiveDuration time.Duration
-
-func (d *positiveDuration) String() string {
-	if d == nil {
-		return "0s"
-	}
-	return time.Duration(*d).String()
-}
-
-func (d *positiveDuration) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v <= 0:
-		return errors.New("must be positive")
-	}
-	*d = positiveDuration(v)
-	return nil
+	fs.Var(flagx.Check(&c.Size, flagx.Positive), "size", "largest payload in `bytes`")
 }
 
 // resolve fills in the defaults and checks the ranges.

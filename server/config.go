@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/flagx"
 )
 
 // Config configures a Proxy. Zero values take the defaults given per field;
@@ -245,101 +246,43 @@ var ErrConfig = errors.New("server: bad configuration")
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", defaultListen, "`address` for clients and backend registrations")
 	c.Loops = 0
-	fs.Var(checked(&c.Loops, nonNegative), "loops", "event `loops`; 0: one per CPU")
+	fs.Var(flagx.Check(&c.Loops, flagx.NonNegative), "loops", "event `loops`; 0: one per CPU")
 	c.Timeout = defaultTimeout
-	fs.Var(checked(&c.Timeout, positive), "timeout", "request timeout, a `duration`")
+	fs.Var(flagx.Check(&c.Timeout, flagx.Positive), "timeout", "request timeout, a `duration`")
 	c.Retries = defaultRetries
-	fs.Var((*retriesFlag)(&c.Retries), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
+	fs.Var(flagx.Off(&c.Retries, "at most once"), "retries", "retry a failed request on up to `n` other backends of the same policy; 0: at most once")
 	c.MaxFrame = codec.DefaultMaxFrame
-	fs.Var(checked(&c.MaxFrame, positive), "max-frame", "largest message in `bytes`")
+	fs.Var(flagx.Check(&c.MaxFrame, flagx.Positive), "max-frame", "largest message in `bytes`")
 	fs.StringVar(&c.RegisterToken, "register-token", "", "when set, setups must carry this token")
 	fs.StringVar(&c.RegisterCIDR, "register-cidr", "", "comma-separated `networks` allowed to register (setups from elsewhere are refused unauthorized); empty: any")
 	fs.StringVar(&c.RegisterListen, "register-listen", "", "separate `address` for backend registrations only (setups on -listen are then refused); empty: -listen")
 	c.MaxClientInflight = defaultMaxClientInflight
-	fs.Var(checked(&c.MaxClientInflight, positive), "max-inflight", "`requests` in flight per client connection before the proxy stops reading it")
+	fs.Var(flagx.Check(&c.MaxClientInflight, flagx.Positive), "max-inflight", "`requests` in flight per client connection before the proxy stops reading it")
 	c.EjectAfter = defaultEjectAfter
-	fs.Var(checked(&c.EjectAfter, nonZero("negative: never")), "eject-after", "`failures` in a row that take a backend out of rotation; negative: never (stalls still do)")
+	fs.Var(flagx.Check(&c.EjectAfter, nonZero("negative: never")), "eject-after", "`failures` in a row that take a backend out of rotation; negative: never (stalls still do)")
 	c.EjectTime = defaultEjectTime
-	fs.Var(checked(&c.EjectTime, positive), "eject-time", "first ejection of a backend, a `duration`; doubles with each ejection in a row")
+	fs.Var(flagx.Check(&c.EjectTime, flagx.Positive), "eject-time", "first ejection of a backend, a `duration`; doubles with each ejection in a row")
 	c.EjectMaxTime = defaultEjectMaxTime
-	fs.Var(checked(&c.EjectMaxTime, positive), "eject-max-time", "longest ejection, a `duration`")
+	fs.Var(flagx.Check(&c.EjectMaxTime, flagx.Positive), "eject-max-time", "longest ejection, a `duration`")
 	c.MaxEjectedPercent = defaultMaxEjectedPercent
-	fs.Var(checked(&c.MaxEjectedPercent, percent), "max-ejected-percent", "most of a policy's backends ejected at once, in `percent` (1..100)")
+	fs.Var(flagx.Check(&c.MaxEjectedPercent, percent), "max-ejected-percent", "most of a policy's backends ejected at once, in `percent` (1..100)")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", 0, "eject a backend whose data connection gives no reply for this long with requests in flight; 0: min(1s, timeout/2); negative: off")
 	c.MaxMemory = defaultMaxMemory
-	fs.Var(checked(&c.MaxMemory, positive), "max-memory", "`bytes` held for requests on their way and replies waiting their turn, at most")
+	fs.Var(flagx.Check(&c.MaxMemory, flagx.Positive), "max-memory", "`bytes` held for requests on their way and replies waiting their turn, at most")
 	c.RetryBudget = defaultRetryBudget
-	fs.Var(checked(&c.RetryBudget, nonZero("negative: no budget")), "retry-budget", "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
+	fs.Var(flagx.Check(&c.RetryBudget, nonZero("negative: no budget")), "retry-budget", "retries allowed as a `percent` of recent requests, per loop; negative: no budget")
 	c.MaxConns = 0
-	fs.Var(checked(&c.MaxConns, nonNegative), "max-conns", "inbound `connections` open at once, past which new ones are closed; 0: derived from the open-files limit")
+	fs.Var(flagx.Check(&c.MaxConns, flagx.NonNegative), "max-conns", "inbound `connections` open at once, past which new ones are closed; 0: derived from the open-files limit")
 	c.IdleTimeout = defaultIdleTimeout
-	fs.Var((*offDuration)(&c.IdleTimeout), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
+	fs.Var(flagx.Off(&c.IdleTimeout, "never"), "idle-timeout", "close a client connection with nothing in flight and nothing read for this `duration`; 0: never")
 	c.FrameTimeout = defaultFrameTimeout
-	fs.Var((*offDuration)(&c.FrameTimeout), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
+	fs.Var(flagx.Off(&c.FrameTimeout, "never"), "frame-timeout", "answer and close a connection holding an incomplete message for this `duration`; 0: never")
 	fs.IntVar(&c.ReadyMinBackends, "ready-min-backends", 0, "backends each policy needs registered before /readyz says ready")
 	fs.StringVar(&c.Registry, "registry", "", "fleet registry: etcd://`host:port`[,host:port…]; every proxy of the fleet serves the backends registered with any of them; empty: none")
 	fs.StringVar(&c.ProxyID, "proxy-id", "", "this proxy's `name` in the fleet registry, unique in the fleet; empty: hostname@listen address")
 	c.RegistryTTL = defaultRegistryTTL
-	fs.Var(checked(&c.RegistryTTL, positive), "registry-ttl", "how long this proxy's registrations outlive it in the fleet registry when it dies, a `duration`")
+	fs.Var(flagx.Check(&c.RegistryTTL, flagx.Positive), "registry-ttl", "how long this proxy's registrations outlive it in the fleet registry when it dies, a `duration`")
 	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
-}
-
-// number is what a checkedFlag holds.
-type number interface{ ~int | ~int64 }
-
-// checkedFlag is a numeric flag whose value is checked as it is set.
-type checkedFlag[T number] struct {
-	p     *T
-	check func(T) error
-}
-
-func checked[T number](p *T, check func(T) error) *checkedFlag[T] {
-	return &checkedFlag[T]{p, check}
-}
-
-func (f *checkedFlag[T]) String() string {
-	if f == nil || f.p == nil {
-		var zero T
-		return fmt.Sprint(zero) // flag.PrintDefaults compares the default with it
-	}
-	return fmt.Sprint(*f.p) // a time.Duration as "5s"
-}
-
-func (f *checkedFlag[T]) Set(s string) error {
-	var v T
-	switch p := any(&v).(type) {
-	case *time.Duration:
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return errors.New("parse error")
-		}
-		*p = d
-	default:
-		n, err := strconv.ParseInt(s, 0, 64)
-		if err != nil || int64(T(n)) != n {
-			return errors.New("parse error")
-		}
-		v = T(n)
-	}
-	if err := f.check(v); err != nil {
-		return err
-	}
-	*f.p = v
-	return nil
-}
-
-func positive[T number](v T) error {
-	if v <= 0 {
-		return errors.New("must be more than 0")
-	}
-	return nil
-}
-
-func nonNegative[T number](v T) error {
-	if v < 0 {
-		return errors.New("must not be negative")
-	}
-	return nil
 }
 
 func percent(v int) error {
@@ -356,56 +299,6 @@ func nonZero(negative string) func(int) error {
 		}
 		return nil
 	}
-}
-
-// offDuration is a Config timeout as a flag whose 0 means off: negative in
-// the Config, where 0 means the default.
-type offDuration time.Duration
-
-func (d *offDuration) String() string {
-	if d == nil || *d < 0 {
-		return "0s"
-	}
-	return time.Duration(*d).String()
-}
-
-func (d *offDuration) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v < 0:
-		return errors.New("must not be negative (0: off)")
-	case v == 0:
-		v = -1
-	}
-	*d = offDuration(v)
-	return nil
-}
-
-// retriesFlag is Config.Retries as the -retries flag: a plain count, whose 0
-// is NoRetries.
-type retriesFlag int
-
-func (r *retriesFlag) String() string {
-	if r == nil || *r < 0 {
-		return "0"
-	}
-	return strconv.Itoa(int(*r))
-}
-
-func (r *retriesFlag) Set(s string) error {
-	n, err := strconv.Atoi(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case n < 0:
-		return errors.New("must not be negative (0: at most once)")
-	case n == 0:
-		n = NoRetries
-	}
-	*r = retriesFlag(n)
-	return nil
 }
 
 // Check returns c with its defaults resolved, or the error New would give

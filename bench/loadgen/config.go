@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prism-proxy/prism/codec"
+
+	"github.com/prism-proxy/prism/internal/flagx"
 )
 
 var (
@@ -206,24 +208,24 @@ func (c *Config) dialTimeout() time.Duration {
 // depends on others (Pipeline, Duration, Warmup) stay zero, for resolve.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Targets = []string{defaultTarget}
-	fs.Var(listFlag{&c.Targets}, "proxy", "`addresses` to load, comma-separated (a backend's own port measures the direct path)")
+	fs.Var(flagx.List{P: &c.Targets}, "proxy", "`addresses` to load, comma-separated (a backend's own port measures the direct path)")
 	c.Conns = defaultConns
-	fs.Var((*positiveInt)(&c.Conns), "conns", "connections, spread over the addresses")
+	fs.Var(flagx.Check(&c.Conns, flagx.Positive), "conns", "connections, spread over the addresses")
 	c.Pipeline = 0
-	fs.Var((*positiveInt)(&c.Pipeline), "pipeline", fmt.Sprintf("requests in flight per connection: closed loop (default %d), or\n"+
+	fs.Var(flagx.Check(&c.Pipeline, flagx.Positive), "pipeline", fmt.Sprintf("requests in flight per connection: closed loop (default %d), or\n"+
 		"the most in flight per connection in open loop (default %d)", defaultPipeline, defaultOpenCap))
 	fs.Float64Var(&c.Rate, "rate", 0, "open loop at this many requests/s over all connections (0: closed loop)")
 	fs.DurationVar(&c.Duration, "duration", 0, fmt.Sprintf("measure for this long after warmup (default %v without -n)", defaultDuration))
 	fs.Int64Var(&c.Requests, "n", 0, "send this many requests after warmup, then stop")
 	c.Warmup = 0
-	fs.Var((*offDuration)(&c.Warmup), "warmup", fmt.Sprintf("send, but do not count, for this long first (default %v without -n, none with it)", defaultWarmup))
+	fs.Var(flagx.Off(&c.Warmup, "none"), "warmup", fmt.Sprintf("send, but do not count, for this long first (default %v without -n, none with it)", defaultWarmup))
 	c.Size = defaultSize
-	fs.Var((*sizeFlag)(&c.Size), "size", "payload `bytes`")
+	fs.Var(flagx.Off(&c.Size, "an empty payload"), "size", "payload `bytes`")
 	c.Policies = []int64{defaultPolicy}
 	fs.Var((*policiesFlag)(&c.Policies), "policy", "`policies` of the requests; a comma list mixes them round-robin per request")
 	fs.Int64Var(&c.SrcID, "id", defaultSrcID, "client id (srcid) of the requests")
 	c.Timeout = defaultTimeout
-	fs.Var((*offDuration)(&c.Timeout), "timeout", "a connection with requests in flight and no answer for this long\n"+
+	fs.Var(flagx.Off(&c.Timeout, "never"), "timeout", "a connection with requests in flight and no answer for this long\n"+
 		"counts them as \"timeout\" and redials (0: never)")
 	c.Framing = codec.Binary
 	fs.BoolFunc("text", "use the text framing instead of binary", func(s string) error {
@@ -234,27 +236,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		}
 		return err
 	})
-}
-
-// listFlag is a comma-separated list of addresses; blanks are dropped.
-type listFlag struct{ p *[]string }
-
-func (f listFlag) String() string {
-	if f.p == nil {
-		return ""
-	}
-	return strings.Join(*f.p, ",")
-}
-
-func (f listFlag) Set(s string) error {
-	var list []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			list = append(list, a)
-		}
-	}
-	*f.p = list
-	return nil
 }
 
 // policiesFlag is Config.Policies as a comma-separated list.
@@ -281,76 +262,5 @@ func (f *policiesFlag) Set(s string) error {
 		list = append(list, v)
 	}
 	*f = list
-	return nil
-}
-
-// positiveInt is a count that, when given, must be positive: the field's
-// zero (the default) cannot be asked for.
-type positiveInt int
-
-func (n *positiveInt) String() string {
-	if n == nil {
-		return "0"
-	}
-	return strconv.Itoa(int(*n))
-}
-
-func (n *positiveInt) Set(s string) error {
-	v, err := strconv.Atoi(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v <= 0:
-		return errors.New("must be positive")
-	}
-	*n = positiveInt(v)
-	return nil
-}
-
-// sizeFlag is Config.Size as the -size flag: 0 is an empty payload, negative
-// in the Config, where 0 means the default.
-type sizeFlag int
-
-func (n *sizeFlag) String() string {
-	if n == nil || *n < 0 {
-		return "0"
-	}
-	return strconv.Itoa(int(*n))
-}
-
-func (n *sizeFlag) Set(s string) error {
-	v, err := strconv.Atoi(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v < 0:
-		return errors.New("must not be negative")
-	case v == 0:
-		v = -1
-	}
-	*n = sizeFlag(v)
-	return nil
-}
-
-// offDuration is a Config duration as a flag whose 0 means off (or none):
-// negative in the Config, where 0 means the default.
-type offDuration time.Duration
-
-func (d *offDuration) String() string {
-	if d == nil || *d < 0 {
-		return "0s"
-	}
-	return time.Duration(*d).String()
-}
-
-func (d *offDuration) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v <= 0:
-		v = -1
-	}
-	*d = offDuration(v)
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -262,28 +261,6 @@ func (l *levelFlag) Set(s string) error {
 		return errors.New("want debug, info, warn or error")
 	}
 	*l = levelFlag(v)
-	return nil
-}
-
-// drainFlag is -drain: a duration, 0 (answer at once) or more.
-type drainFlag time.Duration
-
-func (d *drainFlag) String() string {
-	if d == nil {
-		return ""
-	}
-	return time.Duration(*d).String()
-}
-
-func (d *drainFlag) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return errors.New("parse error")
-	case v < 0:
-		return errors.New("must not be negative")
-	}
-	*d = drainFlag(v)
 	return nil
 }
 

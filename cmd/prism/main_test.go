@@ -278,16 +278,16 @@ func TestBenchDemoUsageErrors(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{name: "bench conns 0", args: []string{"bench", "-conns", "0"}, stderr: "-conns: must be positive"},
-		{name: "bench conns negative", args: []string{"bench", "-conns", "-1"}, stderr: "-conns: must be positive"},
-		{name: "bench pipeline 0", args: []string{"bench", "-pipeline", "0"}, stderr: "-pipeline: must be positive"},
+		{name: "bench conns 0", args: []string{"bench", "-conns", "0"}, stderr: "-conns: must be more than 0"},
+		{name: "bench conns negative", args: []string{"bench", "-conns", "-1"}, stderr: "-conns: must be more than 0"},
+		{name: "bench pipeline 0", args: []string{"bench", "-pipeline", "0"}, stderr: "-pipeline: must be more than 0"},
 		{name: "bench size negative", args: []string{"bench", "-size", "-1"}, stderr: "-size: must not be negative"},
 		{name: "bench bad policy", args: []string{"bench", "-policy", "1,x"}, stderr: `bad policy "x"`},
 		{name: "bench no target", args: []string{"bench", "-proxy", ","}, stderr: "no target address"},
 		{name: "bench negative rate", args: []string{"bench", "-rate", "-1"}, stderr: "rate -1"},
-		{name: "demo clients 0", args: []string{"demo", "-clients", "0"}, stderr: "-clients: must be positive"},
-		{name: "demo duration 0", args: []string{"demo", "-duration", "0"}, stderr: "-duration: must be positive"},
-		{name: "demo size 0", args: []string{"demo", "-size", "0"}, stderr: "-size: must be positive"},
+		{name: "demo clients 0", args: []string{"demo", "-clients", "0"}, stderr: "-clients: must be more than 0"},
+		{name: "demo duration 0", args: []string{"demo", "-duration", "0"}, stderr: "-duration: must be more than 0"},
+		{name: "demo size 0", args: []string{"demo", "-size", "0"}, stderr: "-size: must be more than 0"},
 		{name: "demo negative loops", args: []string{"demo", "-loops", "-1"}, stderr: "negative loops"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prism-proxy/prism/server"
+
+	"github.com/prism-proxy/prism/internal/flagx"
 )
 
 func init() {
@@ -45,7 +47,7 @@ func newProxyFlagSet(pa *proxyArgs) *flag.FlagSet {
 	fs.IntVar(&pa.port, "port", 0, "listen on localhost:`port` (the seed's form; overrides -listen)")
 	fs.StringVar(&pa.admin, "admin", "", "`address` of the admin HTTP endpoint (/metrics, /healthz, /readyz, /backends, /debug/pprof/); empty: off")
 	pa.drain = 10 * time.Second
-	fs.Var((*drainFlag)(&pa.drain), "drain", "on SIGINT/SIGTERM, how long (a `duration`) to wait for requests in flight; "+
+	fs.Var(flagx.Check(&pa.drain, flagx.NonNegative), "drain", "on SIGINT/SIGTERM, how long (a `duration`) to wait for requests in flight; "+
 		"then they are answered shutting_down and the exit status is 1 (0 when all were answered); a second signal exits at once with 130")
 	fs.BoolVar(&pa.verbose, "v", false, "log every registration change and debug detail (-log-level debug)")
 	fs.Var(&pa.logLevel, "log-level", "`level` of the log: debug, info (the default), warn or error")
