@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/prism-proxy/prism/codec"
@@ -337,47 +336,20 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 // time is left out. Empty once the proxy stopped.
 func (p *proxy) backendInflight() map[*pool.Backend]int {
 	out := map[*pool.Backend]int{}
-	select {
-	case <-p.done:
-		return out
-	default:
-	}
-	p.mu.Lock()
-	loops := append([]*loop(nil), p.list...)
-	p.mu.Unlock()
-	type load struct {
-		b *pool.Backend
-		n int
-	}
-	res := make(chan []load, len(loops))
-	pending := 0
-	for _, l := range loops {
-		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			var ls []load
-			for b, lk := range l.links {
-				if n := lk.fifo.Len(); n > 0 {
-					ls = append(ls, load{b, n})
-				}
+	ctx, cancel := context.WithTimeout(context.Background(), syncWait)
+	defer cancel()
+	counts, _ := runOnLoops(ctx, p, func(l *loop) map[*pool.Backend]int {
+		m := map[*pool.Backend]int{}
+		for b, lk := range l.links {
+			if n := lk.fifo.Len(); n > 0 {
+				m[b] = n
 			}
-			res <- ls
-			return nil
-		}))
-		if err == nil {
-			pending++
 		}
-	}
-	timeout := time.NewTimer(syncWait)
-	defer timeout.Stop()
-	for ; pending > 0; pending-- {
-		select {
-		case ls := <-res:
-			for _, x := range ls {
-				out[x.b] += x.n
-			}
-		case <-timeout.C:
-			return out
-		case <-p.done:
-			return out
+		return m
+	})
+	for _, m := range counts {
+		for b, n := range m {
+			out[b] += n
 		}
 	}
 	return out

@@ -383,31 +383,11 @@ const drainGrace = 2 * time.Second
 // returns how many calls were answered so, and whether every loop did it
 // before ctx ended.
 func (p *proxy) abort(ctx context.Context) (answered int, complete bool) {
-	p.mu.Lock()
-	loops := append([]*loop(nil), p.list...)
-	p.mu.Unlock()
-	results := make(chan int, len(loops))
-	pending := 0
-	for _, l := range loops {
-		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			results <- l.abort()
-			return nil
-		}))
-		if err == nil {
-			pending++
-		}
+	ns, complete := runOnLoops(ctx, p, (*loop).abort)
+	for _, n := range ns {
+		answered += n
 	}
-	for ; pending > 0; pending-- {
-		select {
-		case n := <-results:
-			answered += n
-		case <-ctx.Done():
-			return answered, false
-		case <-p.done:
-			return answered, false
-		}
-	}
-	return answered, true
+	return answered, complete
 }
 
 // stop stops the engine, waits for its loops to end, and closes what they
@@ -427,40 +407,56 @@ func (p *proxy) stop() {
 // syncWait bounds how long a Snapshot waits for a loop to publish.
 const syncWait = 100 * time.Millisecond
 
-// syncMetrics has every loop publish its counters, and reports whether the
-// proxy has stopped (its loops are gone).
+// syncMetrics has every loop publish its counters (waiting for a busy one
+// at most syncWait), and reports whether the proxy has stopped (its loops
+// are gone).
 func (p *proxy) syncMetrics() (stopped bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), syncWait)
+	defer cancel()
+	runOnLoops(ctx, p, func(l *loop) struct{} {
+		l.flush() // answers waiting for the end of the poll go out first
+		l.metrics.n[mHeld] = l.held
+		l.metrics.publish(l.clock())
+		return struct{}{}
+	})
 	select {
 	case <-p.done:
 		return true
 	default:
+		return false
 	}
+}
+
+// runOnLoops runs f on every loop, in the loop (through its task queue: a
+// control path, Execute allocates), all at once, and collects what they
+// return until ctx ends or the proxy stops; complete reports whether every
+// loop answered.
+func runOnLoops[T any](ctx context.Context, p *proxy, f func(*loop) T) (res []T, complete bool) {
 	p.mu.Lock()
 	loops := append([]*loop(nil), p.list...)
 	p.mu.Unlock()
-	timeout := time.NewTimer(syncWait)
-	defer timeout.Stop()
+	ch := make(chan T, len(loops))
+	pending := 0
 	for _, l := range loops {
-		done := make(chan struct{})
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			l.flush() // answers waiting for the end of the poll go out first
-			l.metrics.n[mHeld] = l.held
-			l.metrics.publish(l.clock())
-			close(done)
+			ch <- f(l)
 			return nil
 		}))
-		if err != nil {
-			continue
-		}
-		select {
-		case <-done:
-		case <-timeout.C:
-			return false
-		case <-p.done:
-			return true
+		if err == nil {
+			pending++
 		}
 	}
-	return false
+	for ; pending > 0; pending-- {
+		select {
+		case v := <-ch:
+			res = append(res, v)
+		case <-ctx.Done():
+			return res, false
+		case <-p.done:
+			return res, false
+		}
+	}
+	return res, true
 }
 
 func (p *proxy) unanswered() int64 {

@@ -81,31 +81,14 @@ const reloadWait = time.Second
 // task queue, and waits for them (at most reloadWait): a request read after
 // Reload returns is under the new settings.
 func (p *proxy) syncSettings() {
-	p.mu.Lock()
-	loops := append([]*loop(nil), p.list...)
-	p.mu.Unlock()
-	timeout := time.NewTimer(reloadWait)
-	defer timeout.Stop()
-	for _, l := range loops {
-		done := make(chan struct{})
-		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			if s := l.p.live.Load(); s != l.set {
-				l.reload(s)
-			}
-			close(done)
-			return nil
-		}))
-		if err != nil {
-			continue
+	ctx, cancel := context.WithTimeout(context.Background(), reloadWait)
+	defer cancel()
+	runOnLoops(ctx, p, func(l *loop) struct{} {
+		if s := l.p.live.Load(); s != l.set {
+			l.reload(s)
 		}
-		select {
-		case <-done:
-		case <-timeout.C:
-			return
-		case <-p.done:
-			return
-		}
-	}
+		return struct{}{}
+	})
 }
 
 // apply publishes cfg, resolved, as the proxy's settings: ejection, the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/prism-proxy/prism/codec"
@@ -127,39 +126,23 @@ func (p *Proxy) Handover(ctx context.Context) error {
 	return p.Shutdown(ctx)
 }
 
-// goaway has every loop send its clients away (inConn.goaway) and returns
+// goaway has every loop send its clients away (inConn.goAway) and returns
 // how many client connections are still open.
 func (p *proxy) goaway() int {
-	p.mu.Lock()
-	loops := append([]*loop(nil), p.list...)
-	p.mu.Unlock()
-	results := make(chan int, len(loops))
-	pending := 0
-	for _, l := range loops {
-		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			n := 0
-			for ic := range l.conns {
-				if ic.role != roleLease {
-					ic.goAway()
-					n++
-				}
+	ns, _ := runOnLoops(context.Background(), p, func(l *loop) int {
+		n := 0
+		for ic := range l.conns {
+			if ic.role != roleLease {
+				ic.goAway()
+				n++
 			}
-			l.flush()
-			results <- n
-			return nil
-		}))
-		if err == nil {
-			pending++
 		}
-	}
+		l.flush()
+		return n
+	})
 	n := 0
-	for ; pending > 0; pending-- {
-		select {
-		case k := <-results:
-			n += k
-		case <-p.done:
-			return 0
-		}
+	for _, k := range ns {
+		n += k
 	}
 	return n
 }
