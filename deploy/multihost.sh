@@ -407,17 +407,21 @@ if [ "$REGISTRY" = 1 ]; then
     wait "${PID[regup]}" 2>/dev/null || true
     unset "PID[regup]"
     read -r samples d1 d2 last1 last2 < <($CHECK updown <"$WORK/regup.log")
-    FIGURES+=("prism_registry_up over the leader's kill ($samples samples): not 1 for p1 ${d1%/*} ms in ${d1#*/} span(s), p2 ${d2%/*} ms in ${d2#*/} span(s)")
+    FIGURES+=("prism_registry_up sampled over the leader's kill ($samples samples): not 1 for p1 ${d1%/*} ms in ${d1#*/} span(s), p2 ${d2%/*} ms in ${d2#*/} span(s)")
+    # The samples can miss a short dip; the proxies log each change of
+    # what prism_registry_up shows ("fleet registry unreachable", "... up").
+    downs=""
     for p in p1 p2; do
-      d=$d1
-      [ "$p" = p2 ] && d=$d2
-      if [ "${d%/*}" -le 5000 ]; then
-        pass "$p: prism_registry_up not 1 for ${d%/*} ms in ${d#*/} span(s) over the leader's kill (at most 5000)"
+      read -r d longest < <($CHECK logdown "$ms0" <"$WORK/$p.log")
+      downs+="${downs:+, }$p ${d%/*} ms in ${d#*/} span(s)"
+      if [ "$longest" -le 5000 ]; then
+        pass "$p: registry down (its log) ${d%/*} ms in ${d#*/} span(s) after the leader's kill, longest ${longest} ms (at most 5000)"
       else
-        fail "$p: prism_registry_up not 1 for ${d%/*} ms over the leader's kill (at most 5000)"
+        fail "$p: registry down (its log) for ${longest} ms at once after the leader's kill (at most 5000)"
       fi
       waitfor 5 "$p: prism_registry_up is 1 with two etcd members of three" "regup $p" 1
     done
+    FIGURES+=("registry down after the leader's kill, from the proxies' logs: $downs")
     expect "p2 policy 10, 4 requests: all to 5 (registered with p1 after the kill)" "$(ask p2 10 4)" "5:4 upper:0"
     expect "the etcd members left answer healthy" "$(etcd_health "${LEFT[@]}")" 11
     # Backend 5 leaves: what follows expects the fleet as before.

@@ -10,9 +10,15 @@
                      "samples down_ms1/spans1 down_ms2/spans2 ... last1 last2 ...": the time
                      each column was not 1 (a span from its first sample not 1 to the next
                      sample that is 1, or the last sample), the spans, the last value
+  logdown MS         a proxy's log -> "down_ms/spans longest_ms": from MS (Unix ms) on, the
+                     time between each "fleet registry unreachable" and the next "fleet
+                     registry up" (what prism_registry_up follows), up to now if none
 """
 import json
+import re
 import sys
+import time
+from datetime import datetime
 
 
 def answers():
@@ -85,6 +91,26 @@ def updown():
     print(" ".join([str(len(rows))] + ["%d/%d" % (d, n) for d, n in zip(down, spans)] + last))
 
 
+def logdown(since_ms):
+    since = int(since_ms)
+    down, spans, longest, start = 0, 0, 0, None
+    for line in sys.stdin:
+        m = re.match(r"time=(\S+) ", line)
+        if not m:
+            continue
+        ms = int(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000)
+        if ms < since:
+            continue
+        if 'msg="fleet registry unreachable' in line and start is None:
+            start, spans = ms, spans + 1
+        elif 'msg="fleet registry up"' in line and start is not None:
+            down, longest, start = down + ms - start, max(longest, ms - start), None
+    if start is not None:
+        now = int(time.time() * 1000)
+        down, longest = down + now - start, max(longest, now - start)
+    print("%d/%d %d" % (down, spans, longest))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "answers":
@@ -95,5 +121,7 @@ if __name__ == "__main__":
         bench()
     elif cmd == "updown":
         updown()
+    elif cmd == "logdown" and len(sys.argv) == 3:
+        logdown(sys.argv[2])
     else:
         sys.exit(__doc__)
