@@ -2,7 +2,7 @@
 # deploy/multihost.sh: Prism on several hosts, each a network namespace
 # joined to the others by a bridge, running the real binaries.
 #
-#   etcd 10.77.0.2        (only when `prism proxy -h` lists -registry)
+#   etcd1..3 10.77.0.2-4  a three-member etcd cluster (only when `prism proxy -h` lists -registry)
 #   p1   10.77.0.11       prism proxy :9000, admin :9090
 #   p2   10.77.0.12       prism proxy :9000, admin :9090
 #   b1   10.77.0.21       backend id 1, policy 7, upper; -proxy prism.fleet:9000 (both proxies, by name)
@@ -22,7 +22,12 @@
 # (SIGKILL): the backends registered with both stay served by the other.
 # With the fleet registry (`prism proxy -registry etcd://...`): a backend
 # registered with one proxy is served through the other, and once its
-# proxy is killed it leaves the fleet within the registry's lease TTL.
+# proxy is killed it leaves the fleet within the registry's lease TTL; the
+# etcd leader killed (SIGKILL) under load through both proxies while a
+# backend registers and another leaves: no request fails, the proxies'
+# prism_registry_up is 1 again within a few seconds, and the backend that
+# registered with p1 after the kill is served through p2 (the registry
+# works on the two members left).
 #
 # Needs root, `ip netns`, Go and python3. Exits 0 when every check passed,
 # 1 when one failed, 2 when it cannot run. Leaves no namespace, process,
@@ -45,8 +50,9 @@ fi
 TAG=pmh$$ # names of this run's namespaces and links (IFNAMSIZ: 15)
 BR=${TAG}br
 WORK=$(mktemp -d /tmp/prism-multihost.XXXXXX)
-declare -A IP=([etcd]=$SUB.2 [p1]=$SUB.11 [p2]=$SUB.12 [b1]=$SUB.21 [b2]=$SUB.22 [b3]=$SUB.23 [c]=$SUB.31)
-HOSTS=(etcd p1 p2 b1 b2 b3 c)
+declare -A IP=([etcd1]=$SUB.2 [etcd2]=$SUB.3 [etcd3]=$SUB.4 [p1]=$SUB.11 [p2]=$SUB.12 [b1]=$SUB.21 [b2]=$SUB.22 [b3]=$SUB.23 [c]=$SUB.31)
+HOSTS=(etcd1 etcd2 etcd3 p1 p2 b1 b2 b3 c)
+ETCDS=(etcd1 etcd2 etcd3)
 declare -A PID=()
 FAILED=0
 FIGURES=()
@@ -56,12 +62,19 @@ ns() { echo "$TAG-$1"; }
 cleanup() {
   local rc=$?
   set +e
-  for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null; done
-  for name in "${!PID[@]}"; do
-    for _ in $(seq 50); do kill -0 "${PID[$name]}" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "${PID[$name]}" 2>/dev/null
-  done
-  wait 2>/dev/null
+  # etcd members are killed outright: their data goes with WORK, and one
+  # left without a quorum does not stop on SIGTERM. (The group's stderr:
+  # bash's notices of the jobs killed.)
+  {
+    for name in "${!PID[@]}"; do
+      if [[ $name == etcd* ]]; then kill -KILL "${PID[$name]}"; else kill -TERM "${PID[$name]}"; fi
+    done
+    for name in "${!PID[@]}"; do
+      for _ in $(seq 50); do kill -0 "${PID[$name]}" || break; sleep 0.1; done
+      kill -KILL "${PID[$name]}"
+    done
+    wait
+  } 2>/dev/null
   for h in "${HOSTS[@]}"; do
     ip netns del "$(ns "$h")" 2>/dev/null
     rm -rf "/etc/netns/$(ns "$h")"
@@ -101,6 +114,33 @@ fleet() {
   ip netns exec "$(ns c)" curl -s -m 2 "http://${IP[$1]}:9090/backends" 2>/dev/null | $CHECK backends ${2:+"$2"} || true
 }
 
+# etcd_health MEMBERS...: 1 per member whose /health is true, else 0.
+etcd_health() {
+  local e
+  for e in "$@"; do
+    ip netns exec "$(ns c)" curl -s -m 1 "http://${IP[$e]}:2379/health" 2>/dev/null | grep -c '"health":"true"' || true
+  done | tr -d '\n'
+}
+
+# etcd_leader MEMBERS...: those of the members whose /metrics says they lead.
+etcd_leader() {
+  local e v out=""
+  for e in "$@"; do
+    v=$(ip netns exec "$(ns c)" curl -s -m 1 "http://${IP[$e]}:2379/metrics" 2>/dev/null |
+      awk '$1 == "etcd_server_is_leader" { print $2 }' || true)
+    [ "$v" = 1 ] && out+="${out:+ }$e"
+  done
+  echo "$out"
+}
+
+# regup PROXY: the proxy's prism_registry_up ("-" when /metrics does not answer).
+regup() {
+  local v
+  v=$(ip netns exec "$(ns c)" curl -s -m 1 "http://${IP[$1]}:9090/metrics" 2>/dev/null |
+    awk '$1 == "prism_registry_up" { print $2 }' || true)
+  echo "${v:--}"
+}
+
 # waitfor SECONDS DESC CMD WANT: polls CMD until it prints WANT; checks it.
 waitfor() {
   local secs=$1 desc=$2 cmd=$3 want=$4 got="" t0=$SECONDS
@@ -127,7 +167,7 @@ echo "== hosts (namespaces on bridge $BR, $SUB.0/24)"
 ip link add "$BR" type bridge
 ip link set "$BR" up
 for h in "${HOSTS[@]}"; do
-  [ "$h" = etcd ] && [ "$REGISTRY" = 0 ] && continue
+  [[ $h == etcd* ]] && [ "$REGISTRY" = 0 ] && continue
   n=$(ns "$h")
   ip netns add "$n"
   ip link add "$TAG$h" type veth peer name "${TAG}x"
@@ -162,13 +202,22 @@ if [ "$REGISTRY" = 1 ]; then
     { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server; } >"$WORK/apt.log" 2>&1 ||
       { tail -n 5 "$WORK/apt.log"; echo "multihost: could not install etcd-server" >&2; exit 2; }
   fi
-  ip netns exec "$(ns etcd)" etcd --name mh --data-dir "$WORK/etcd" \
-    --listen-client-urls "http://${IP[etcd]}:2379" --advertise-client-urls "http://${IP[etcd]}:2379" \
-    --listen-peer-urls "http://127.0.0.1:2380" --initial-advertise-peer-urls "http://127.0.0.1:2380" \
-    --initial-cluster "mh=http://127.0.0.1:2380" >"$WORK/etcd.log" 2>&1 &
-  PID[etcd]=$!
-  waitfor 20 "etcd answers" "ip netns exec $(ns c) curl -s -m 1 http://${IP[etcd]}:2379/health | grep -c true" 1
-  REGARGS=(-registry "etcd://${IP[etcd]}:2379")
+  cluster="" endpoints=""
+  for e in "${ETCDS[@]}"; do
+    cluster+="${cluster:+,}$e=http://${IP[$e]}:2380"
+    endpoints+="${endpoints:+,}${IP[$e]}:2379"
+  done
+  for e in "${ETCDS[@]}"; do
+    ip netns exec "$(ns "$e")" etcd --name "$e" --data-dir "$WORK/$e" \
+      --listen-client-urls "http://${IP[$e]}:2379" --advertise-client-urls "http://${IP[$e]}:2379" \
+      --listen-peer-urls "http://${IP[$e]}:2380" --initial-advertise-peer-urls "http://${IP[$e]}:2380" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "$TAG" \
+      >"$WORK/$e.log" 2>&1 &
+    PID[$e]=$!
+  done
+  # /health is true on a member once the cluster has a leader.
+  waitfor 20 "the three etcd members answer, a leader elected" "etcd_health ${ETCDS[*]}" 111
+  REGARGS=(-registry "etcd://$endpoints")
   if "$WORK/prism" proxy -h 2>&1 | grep -q -- '-registry-ttl'; then
     TTL=5
     REGARGS+=(-registry-ttl "${TTL}s")
@@ -278,6 +327,110 @@ for p in p1 p2; do
   waitfor 40 "$p: b1 back in rotation once its link is up" "ask $p 7 4 >/dev/null; fleet $p up" "${ALL[$p]}"
 done
 FIGURES+=("b1 cut and back in rotation on both proxies in $((SECONDS - t_cut))s")
+
+if [ "$REGISTRY" = 1 ]; then
+  echo "== etcd leader killed (SIGKILL) under load through both proxies, while backend 6 leaves and 5 registers"
+  # Policy 10: backend 6 with p1 only, before the kill; 5 with p1 only, after it.
+  start b6 b3 backend -proxy "${IP[p1]}:9000" -id 6 -policy 10 -host "${IP[b3]}" -port 9106
+  waitfor 10 "p2 has backend 6 (registered with p1 only)" "fleet p2" "1 2 3 4 6"
+  leader=$(etcd_leader "${ETCDS[@]}")
+  if [ "$(wc -w <<<"$leader")" != 1 ]; then
+    fail "etcd: one leader among ${ETCDS[*]}: got '$leader'"
+  else
+    pass "etcd leader: $leader (${IP[$leader]})"
+    LEFT=()
+    for e in "${ETCDS[@]}"; do [ "$e" != "$leader" ] && LEFT+=("$e"); done
+    KSECS=6
+    for p in p1 p2; do
+      ip netns exec "$(ns c)" "$WORK/prism" bench -proxy "${IP[$p]}:9000" -policy 7,8 -conns 8 -pipeline 8 \
+        -duration "${KSECS}s" -warmup 0 -json >"$WORK/lk-$p.json" 2>"$WORK/lk-$p.log" &
+      PID[lk-$p]=$!
+    done
+    # prism_registry_up of both proxies, every 0.1s, from before the kill
+    # until the load ends.
+    (
+      set +e
+      while :; do
+        echo "$(date +%s%3N) $(regup p1) $(regup p2)"
+        sleep 0.1
+      done
+    ) >"$WORK/regup.log" 2>/dev/null &
+    PID[regup]=$!
+    sleep 1.5
+    kill -KILL "${PID[$leader]}"
+    ms0=$(date +%s%3N)
+    wait "${PID[$leader]}" 2>/dev/null || true
+    unset "PID[$leader]"
+    # The fleet changes while the cluster elects a new leader.
+    kill -TERM "${PID[b6]}"
+    wait "${PID[b6]}" 2>/dev/null || true
+    unset "PID[b6]"
+    start b5 b3 backend -proxy "${IP[p1]}:9000" -id 5 -policy 10 -host "${IP[b3]}" -port 9105
+    newleader="" elect=""
+    while [ $(($(date +%s%3N) - ms0)) -lt 15000 ]; do
+      newleader=$(etcd_leader "${LEFT[@]}")
+      if [ -n "$newleader" ]; then
+        elect=$(($(date +%s%3N) - ms0))
+        break
+      fi
+      sleep 0.05
+    done
+    if [ -n "$elect" ]; then
+      pass "etcd: $newleader leads ${elect} ms after $leader was killed"
+      FIGURES+=("etcd leader $leader killed: $newleader leads ${elect} ms later (election timeout 1s)")
+    else
+      fail "etcd: no new leader among ${LEFT[*]} 15s after $leader was killed"
+    fi
+    seen=""
+    while [ $(($(date +%s%3N) - ms0)) -lt 15000 ]; do
+      if [ "$(fleet p2)" = "1 2 3 4 5" ]; then
+        seen=$(($(date +%s%3N) - ms0))
+        break
+      fi
+      sleep 0.1
+    done
+    if [ -n "$seen" ]; then
+      pass "p2 has backend 5 (registered with p1 after the kill) and not 6 (gone after it), ${seen} ms after the kill"
+      FIGURES+=("after the etcd leader's kill: backend 5 (registered with p1) in p2's table, 6 out of it, ${seen} ms after the kill")
+    else
+      fail "p2's table 15s after the kill: got '$(fleet p2)', want '1 2 3 4 5'"
+    fi
+    for p in p1 p2; do
+      wait "${PID[lk-$p]}" || true
+      unset "PID[lk-$p]"
+      read -r thr p50 p99 sent replies unanswered errs < <($CHECK bench <"$WORK/lk-$p.json")
+      FIGURES+=("$(printf '%-28s %10s req/s  p50 %6s us  p99 %6s us  errors: %s' "etcd leader killed, via $p" "$thr" "$p50" "$p99" "$errs")")
+      expect "etcd leader killed under load via $p: no error, every request answered (errors, sent-replies)" \
+        "$errs $((sent - replies))" "none 0"
+    done
+    kill -TERM "${PID[regup]}" 2>/dev/null
+    wait "${PID[regup]}" 2>/dev/null || true
+    unset "PID[regup]"
+    read -r samples d1 d2 last1 last2 < <($CHECK updown <"$WORK/regup.log")
+    FIGURES+=("prism_registry_up sampled over the leader's kill ($samples samples): not 1 for p1 ${d1%/*} ms in ${d1#*/} span(s), p2 ${d2%/*} ms in ${d2#*/} span(s)")
+    # The samples can miss a short dip; the proxies log each change of
+    # what prism_registry_up shows ("fleet registry unreachable", "... up").
+    downs=""
+    for p in p1 p2; do
+      read -r d longest < <($CHECK logdown "$ms0" <"$WORK/$p.log")
+      downs+="${downs:+, }$p ${d%/*} ms in ${d#*/} span(s)"
+      if [ "$longest" -le 5000 ]; then
+        pass "$p: registry down (its log) ${d%/*} ms in ${d#*/} span(s) after the leader's kill, longest ${longest} ms (at most 5000)"
+      else
+        fail "$p: registry down (its log) for ${longest} ms at once after the leader's kill (at most 5000)"
+      fi
+      waitfor 5 "$p: prism_registry_up is 1 with two etcd members of three" "regup $p" 1
+    done
+    FIGURES+=("registry down after the leader's kill, from the proxies' logs: $downs")
+    expect "p2 policy 10, 4 requests: all to 5 (registered with p1 after the kill)" "$(ask p2 10 4)" "5:4 upper:0"
+    expect "the etcd members left answer healthy" "$(etcd_health "${LEFT[@]}")" 11
+    # Backend 5 leaves: what follows expects the fleet as before.
+    kill -TERM "${PID[b5]}"
+    wait "${PID[b5]}" 2>/dev/null || true
+    unset "PID[b5]"
+    waitfor 5 "backend 5 leaves p2's table once it stops" "fleet p2" "1 2 3 4"
+  fi
+fi
 
 echo "== proxy p1 killed (SIGKILL)"
 kill -KILL "${PID[p1]}"

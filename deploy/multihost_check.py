@@ -6,9 +6,19 @@
   backends [state]   /backends JSON -> "1 2 3" (ids, sorted; only those in state if given)
   bench              prism bench -json -> "throughput p50_us p99_us sent replies unanswered errors"
                      (unanswered: requests the generator gave up on or lost with a connection)
+  updown             lines "ms v1 v2 ..." (a gauge sampled, one column per proxy) ->
+                     "samples down_ms1/spans1 down_ms2/spans2 ... last1 last2 ...": the time
+                     each column was not 1 (a span from its first sample not 1 to the next
+                     sample that is 1, or the last sample), the spans, the last value
+  logdown MS         a proxy's log -> "down_ms/spans longest_ms": from MS (Unix ms) on, the
+                     time between each "fleet registry unreachable" and the next "fleet
+                     registry up" (what prism_registry_up follows), up to now if none
 """
 import json
+import re
 import sys
+import time
+from datetime import datetime
 
 
 def answers():
@@ -57,6 +67,50 @@ def bench():
         ",".join("%s=%d" % (k, v) for k, v in sorted(errs.items()) if v) or "none"))
 
 
+def updown():
+    rows = [line.split() for line in sys.stdin if line.strip()]
+    rows = [r for r in rows if len(r) > 1 and r[0].isdigit()]
+    if not rows:
+        print("0")
+        return
+    cols = max(len(r) for r in rows) - 1
+    down, spans, last = [0] * cols, [0] * cols, ["-"] * cols
+    for c in range(cols):
+        start = None
+        for r in rows:
+            ms, v = int(r[0]), (r[c + 1] if c + 1 < len(r) else "-")
+            last[c] = v
+            if v != "1" and start is None:
+                start = ms
+                spans[c] += 1
+            elif v == "1" and start is not None:
+                down[c] += ms - start
+                start = None
+        if start is not None:
+            down[c] += int(rows[-1][0]) - start
+    print(" ".join([str(len(rows))] + ["%d/%d" % (d, n) for d, n in zip(down, spans)] + last))
+
+
+def logdown(since_ms):
+    since = int(since_ms)
+    down, spans, longest, start = 0, 0, 0, None
+    for line in sys.stdin:
+        m = re.match(r"time=(\S+) ", line)
+        if not m:
+            continue
+        ms = int(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000)
+        if ms < since:
+            continue
+        if 'msg="fleet registry unreachable' in line and start is None:
+            start, spans = ms, spans + 1
+        elif 'msg="fleet registry up"' in line and start is not None:
+            down, longest, start = down + ms - start, max(longest, ms - start), None
+    if start is not None:
+        now = int(time.time() * 1000)
+        down, longest = down + now - start, max(longest, now - start)
+    print("%d/%d %d" % (down, spans, longest))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "answers":
@@ -65,5 +119,9 @@ if __name__ == "__main__":
         backends(*sys.argv[2:3])
     elif cmd == "bench":
         bench()
+    elif cmd == "updown":
+        updown()
+    elif cmd == "logdown" and len(sys.argv) == 3:
+        logdown(sys.argv[2])
     else:
         sys.exit(__doc__)
