@@ -25,6 +25,7 @@ type Backend struct {
 	removed atomic.Bool
 	routed  atomic.Uint64
 	h       health
+	lat     latency // reply latency estimate, for p2c (balance.go)
 }
 
 // Removed reports whether the backend left rotation (lease closed or replaced).

@@ -1,0 +1,164 @@
+package pool
+
+import (
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// Power of two choices (p2c). NextP2C draws two distinct backends of the
+// policy at random among those the caller may use and takes the one of
+// lower cost, (in-flight+1) × its latency estimate: a peak-EWMA of its
+// reply latency as in Finagle and Linkerd. A reply slower than the
+// estimate replaces it at once (the peak); a faster one is averaged in
+// with a weight that grows with the time since the last one, and the
+// estimate decays towards zero while no reply comes (LatencyDecay), so
+// that a backend that was slow and sent away is tried again later. A
+// backend with no reply yet costs nothing: it is tried first.
+//
+// The estimate is shared by every caller (two atomics per backend); the
+// in-flight count is the caller's (a loop knows what it sent and is not
+// answered), so reading it costs no shared write.
+
+// LatencyDecay is the time constant of the latency estimate: a sample's
+// weight is 1-exp(-Δt/LatencyDecay), Δt the time since the previous one,
+// and an estimate without replies falls to 1/e of itself in this time.
+// Linkerd's and Finagle's default.
+const LatencyDecay = 10 * time.Second
+
+// latency is a backend's reply-latency estimate, in the callers' clock.
+type latency struct {
+	ewma atomic.Uint64 // float64 bits, nanoseconds; 0: no reply yet
+	at   atomic.Int64  // clock of the last sample
+}
+
+// ObserveLatency folds a reply's latency (rtt, nanoseconds) seen at now
+// into b's estimate. A compare-and-swap: safe from any goroutine. Two
+// callers racing may pair one's estimate with the other's time: the
+// estimate is decayed a little more or less, which does no harm.
+func (b *Backend) ObserveLatency(rtt, now int64) {
+	x := float64(max(rtt, 1))
+	for {
+		old := b.lat.ewma.Load()
+		est := math.Float64frombits(old)
+		next := x
+		if est != 0 && x < est {
+			w := decay(now - b.lat.at.Load())
+			next = est*w + x*(1-w)
+		}
+		if b.lat.ewma.CompareAndSwap(old, math.Float64bits(next)) {
+			b.lat.at.Store(now)
+			return
+		}
+	}
+}
+
+// Latency returns b's latency estimate at now, in nanoseconds (decayed
+// since its last sample); 0 before the first. Safe from any goroutine.
+func (b *Backend) Latency(now int64) float64 {
+	est := math.Float64frombits(b.lat.ewma.Load())
+	if est == 0 {
+		return 0
+	}
+	return est * decay(now-b.lat.at.Load())
+}
+
+// decay is exp(-dt/LatencyDecay); 1 for dt ≤ 0 (clocks of two callers).
+func decay(dt int64) float64 {
+	if dt <= 0 {
+		return 1
+	}
+	return math.Exp(-float64(dt) / float64(LatencyDecay))
+}
+
+// NextP2C returns a backend of the policy chosen by the power of two
+// choices: two distinct backends skip lets through, drawn at random with r,
+// and the one of lower (inflight(b)+1) × b.Latency(now); the first drawn
+// on a tie. With one usable backend it is returned; with none, nil. skip
+// may be nil; it is called at most twice per backend, and a backend it
+// lets through that is not Healthy is returned at once: skip made the
+// request its probe (Registry.TryProbe), which must not be wasted.
+// Safe from any goroutine with its own r.
+func (p *Policy) NextP2C(r *Rand, now int64, inflight func(*Backend) int, skip func(*Backend) bool) *Backend {
+	n := len(p.Backends)
+	if n == 0 {
+		return nil
+	}
+	first := -1
+	start := r.Intn(n)
+	for i := range n {
+		k := start + i
+		if k >= n {
+			k -= n
+		}
+		b := p.Backends[k]
+		if skip != nil && skip(b) {
+			continue
+		}
+		if b.h.state.Load() != Healthy {
+			b.routed.Add(1)
+			return b
+		}
+		first = k
+		break
+	}
+	if first < 0 {
+		return nil
+	}
+	a := p.Backends[first]
+	if n > 1 {
+		// The others, from a random one on: index first+1+j mod n for j
+		// in 0..n-2, starting at j = d.
+		d := r.Intn(n - 1)
+		for i := range n - 1 {
+			j := d + i
+			if j >= n-1 {
+				j -= n - 1
+			}
+			k := first + 1 + j
+			if k >= n {
+				k -= n
+			}
+			b := p.Backends[k]
+			if skip != nil && skip(b) {
+				continue
+			}
+			if b.h.state.Load() != Healthy {
+				b.routed.Add(1)
+				return b
+			}
+			if cost(b, now, inflight) < cost(a, now, inflight) {
+				a = b
+			}
+			break
+		}
+	}
+	a.routed.Add(1)
+	return a
+}
+
+func cost(b *Backend, now int64, inflight func(*Backend) int) float64 {
+	return float64(inflight(b)+1) * b.Latency(now)
+}
+
+// Rand is a small random source for one goroutine (wyrand): no lock, no
+// allocation. The zero value works; seed it for different sequences.
+type Rand struct{ s uint64 }
+
+// NewRand returns a source seeded with seed.
+func NewRand(seed uint64) Rand { return Rand{s: seed} }
+
+// Uint64 returns the next pseudo-random number.
+func (r *Rand) Uint64() uint64 {
+	r.s += 0xa0761d6478bd642f
+	hi, lo := bits.Mul64(r.s, r.s^0xe7037ed1a0b428db)
+	return hi ^ lo
+}
+
+// Intn returns a number in [0, n), n > 0 (Lemire's multiply-shift: no
+// division).
+func (r *Rand) Intn(n int) int {
+	hi, _ := bits.Mul64(r.Uint64(), uint64(n))
+	return int(hi)
+}
