@@ -31,9 +31,17 @@ func TestForwardingAllocates(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	p := startProxy(t, Config{Loops: 1})
-	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
+	for _, bal := range []string{"rr", "p2c"} {
+		t.Run("balance="+bal, func(t *testing.T) { testForwardingAllocates(t, bal) })
+	}
+}
 
+func testForwardingAllocates(t *testing.T, balance string) {
+	p := startProxy(t, Config{Loops: 1, Balance: balance})
+	startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
+	if balance == "p2c" { // a choice to make
+		startBackend(t, p, 2, 7, backend.Echo, codec.Binary)
+	}
 	nc, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)

@@ -20,9 +20,14 @@ import (
 func BenchmarkProxyForward(b *testing.B) {
 	for _, tc := range []struct {
 		size, pipeline int
-	}{{64, 1}, {64, 16}, {4096, 16}} {
-		b.Run("size="+strconv.Itoa(tc.size)+"/pipeline="+strconv.Itoa(tc.pipeline), func(b *testing.B) {
-			p := startProxy(b, Config{Loops: 1})
+		balance        string
+	}{{64, 1, "rr"}, {64, 16, "rr"}, {4096, 16, "rr"}, {64, 1, "p2c"}, {64, 16, "p2c"}} {
+		name := "size=" + strconv.Itoa(tc.size) + "/pipeline=" + strconv.Itoa(tc.pipeline)
+		if tc.balance != "rr" {
+			name += "/balance=" + tc.balance
+		}
+		b.Run(name, func(b *testing.B) {
+			p := startProxy(b, Config{Loops: 1, Balance: tc.balance})
 			startBackend(b, p, 1, 7, backend.Echo, codec.Binary)
 			startBackend(b, p, 2, 7, backend.Echo, codec.Binary)
 			c := dial(b, p, codec.Binary)

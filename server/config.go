@@ -163,6 +163,17 @@ type Config struct {
 	// ReadyPolicies is a comma-separated list of policies ("7,8") that
 	// must be served before /readyz says ready. Empty: any.
 	ReadyPolicies string
+	// Balance is how a request's backend is chosen among its policy's:
+	// "rr", round robin, exact shares (each of n backends gets every n-th
+	// request); or "p2c", the power of two choices: of two backends drawn
+	// at random, the one of lower (requests in flight + 1) × reply
+	// latency (a peak-EWMA, pool.LatencyDecay), so that a slow backend
+	// gets few requests. Both pass over the same backends (ejected, under
+	// pressure, the one that just failed the request). Empty: "rr".
+	Balance string
+	// BalancePolicy gives some policies another balancer than Balance:
+	// "7=p2c,8=rr". Empty: Balance for all.
+	BalancePolicy string
 	// Backends are static backends: servers that cannot register
 	// themselves, in rotation from the start without a lease (they leave
 	// it only by Reload) and ejected on failures like the others. A setup
@@ -234,7 +245,7 @@ var ErrConfig = errors.New("server: bad configuration")
 // fields and with the defaults resolve would give them: -listen, -loops,
 // -timeout, -retries, -max-frame, -register-token, -register-cidr,
 // -register-listen, -max-inflight, the ejection, memory and retry-budget
-// flags, -max-conns, -idle-timeout and -frame-timeout. It sets
+// flags, -max-conns, -idle-timeout, -frame-timeout, -balance and -balance-policy. It sets
 // those fields to their defaults; parsing fs then sets the ones given.
 //
 // A flag takes its value as written: where a Config field's zero means
@@ -282,6 +293,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProxyID, "proxy-id", "", "this proxy's `name` in the fleet registry, unique in the fleet; empty: hostname@listen address")
 	c.RegistryTTL = defaultRegistryTTL
 	fs.Var(flagx.Check(&c.RegistryTTL, flagx.Positive), "registry-ttl", "how long this proxy's registrations outlive it in the fleet registry when it dies, a `duration`")
+	fs.StringVar(&c.Balance, "balance", "rr", "how a policy's backend is chosen: rr (round robin) or p2c (power of two choices on in-flight × latency: a slow backend gets few requests)")
+	fs.StringVar(&c.BalancePolicy, "balance-policy", "", "per-policy balancers overriding -balance: `policy=rr|p2c`[,…], e.g. 7=p2c,8=rr")
 	fs.StringVar(&c.ReadyPolicies, "ready-policies", "", "comma-separated `policies` that must be served before /readyz says ready; empty: any")
 }
 
@@ -407,6 +420,12 @@ func (c Config) resolve() (Config, error) {
 	}
 	if _, err := parsePolicies(c.ReadyPolicies); err != nil {
 		return c, err
+	}
+	if _, err := parseBalancing(c.Balance, c.BalancePolicy); err != nil {
+		return c, err
+	}
+	if c.Balance == "" {
+		c.Balance = balanceRR.String()
 	}
 	if c.RegisterListen != "" && c.RegisterListen == c.Listen {
 		// Even with port 0: the engine tells its listeners apart by the

@@ -57,6 +57,7 @@ type limits struct {
 	maxFrame    int
 	dialTimeout time.Duration
 	downFor     int64
+	bal         balancing // Config.Balance and BalancePolicy
 }
 
 // connScanEvery is how often the loops look for idle and slow connections:
@@ -73,6 +74,7 @@ func connScanEvery(idle, frame time.Duration) time.Duration {
 }
 
 func newLimits(cfg *Config) limits {
+	bal, _ := parseBalancing(cfg.Balance, cfg.BalancePolicy) // resolve checked it
 	return limits{
 		timeout:          int64(cfg.Timeout),
 		retries:          cfg.Retries,
@@ -97,6 +99,7 @@ func newLimits(cfg *Config) limits {
 		maxFrame:         cfg.MaxFrame,
 		dialTimeout:      cfg.DialTimeout,
 		downFor:          int64(cfg.DownFor),
+		bal:              bal,
 	}
 }
 

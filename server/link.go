@@ -69,10 +69,11 @@ func (s *linkState) usable(clock func() int64) bool {
 	return s.state != linkDown || clock() >= s.downUntil
 }
 
-// dispatch sends c to a backend of its policy, round robin, passing over
-// backends this loop cannot use now (refused, under pressure) and the one
-// that just failed c. When every usable backend is under pressure, c goes to
-// the round-robin choice anyway and its client stops being read until that
+// dispatch sends c to a backend of its policy, chosen by the policy's
+// balancer (round robin, or p2c: balance.go), passing over backends this
+// loop cannot use now (refused, under pressure) and the one that just
+// failed c. When every usable backend is under pressure, c goes to the
+// least loaded of them anyway and its client stops being read until that
 // link drains: backpressure reaches the client instead of an error.
 func (l *loop) dispatch(c *call, body []byte) {
 	pol := l.p.registry.Policy(c.policy)
@@ -121,11 +122,18 @@ func (l *loop) dispatch(c *call, body []byte) {
 		}
 		return false
 	}
-	b := pol.NextExcept(skip)
+	p2c := l.lim.bal.of(c.policy) == balanceP2C
+	next := func() *pool.Backend {
+		if p2c {
+			return pol.NextP2C(&l.rng, l.stamp, l.inflight, skip)
+		}
+		return pol.NextExcept(skip)
+	}
+	b := next()
 	if b == nil && pressed == nil && out > 0 {
 		panicking = true
 		l.metrics.n[mPanics]++
-		b = pol.NextExcept(skip)
+		b = next()
 	}
 	if b == nil {
 		b = pressed
@@ -152,6 +160,15 @@ func (l *loop) dispatch(c *call, body []byte) {
 	if lk.state == linkUp {
 		l.markLinkDirty(lk)
 	}
+}
+
+// inflight is how many of this loop's requests b has not answered: p2c's
+// load, the loop's own (no shared counter to write).
+func (l *loop) inflight(b *pool.Backend) int {
+	if lk := l.links[b]; lk != nil {
+		return lk.fifo.Len()
+	}
+	return 0
 }
 
 // pressured reports whether the link holds as many requests as it should
@@ -349,6 +366,9 @@ func (lk *link) traffic() gnet.Action {
 		}
 		lk.replies++
 		c, _ := lk.fifo.Pop()
+		if l.lim.bal.p2c {
+			lk.backend.ObserveLatency(l.stamp-c.sent, l.stamp)
+		}
 		answered := l.answer(c) // before unlink, which recycles a call done with
 		lk.unlink(c)
 		lk.trimChunks()

@@ -50,6 +50,8 @@ type loop struct {
 
 	tickTask gnet.Runnable
 
+	rng pool.Rand // for the p2c balancer: the loop's own, no lock
+
 	epoch time.Time // the proxy's: the loops' clocks agree (the registry's ejections use them)
 	stamp int64     // the clock when the current read began: its requests' arrival
 
@@ -58,7 +60,7 @@ type loop struct {
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
 	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, conns: map[*inConn]struct{}{},
-		epoch: p.epoch}
+		epoch: p.epoch, rng: pool.NewRand(uint64(time.Now().UnixNano()) ^ uint64(len(p.list))<<32)}
 	l.set = p.live.Load()
 	l.lim = l.set.lim
 	l.retryTokens = l.lim.retryStart
