@@ -104,6 +104,11 @@ type Config struct {
 	// fight, short enough that one replaced by an impostor comes back.
 	// Zero: 1m; negative: never register with that proxy again.
 	ReplacedRetry time.Duration
+	// Delay holds every reply this long after its request arrived (a
+	// slow backend, for tests and benchmarks), without holding the event
+	// loop: replies are written in order from a goroutine per connection.
+	// Zero or negative: none.
+	Delay time.Duration
 	// Logger receives the server's log. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -141,7 +146,7 @@ func (c Config) resolve() Config {
 // field of c when parsed: -proxy (comma-separated; empty: serve only),
 // -resolve-every, -id,
 // -policy, -host and -port (together Listen), -mode, -token, -text (the text
-// framing) and -loops. The flags' defaults are c's fields, with zero fields
+// framing), -loops and -delay. The flags' defaults are c's fields, with zero fields
 // resolved as New would, except that an ID of zero becomes 1 and nil Proxies
 // become the proxy's default address, 127.0.0.1:9000. Call it before
 // fs.Parse; c must outlive the parse.
@@ -173,6 +178,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			return err
 		})
 	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops")
+	fs.DurationVar(&c.Delay, "delay", c.Delay, "answer every request this long after it arrived (a slow backend); 0: at once")
 	fs.DurationVar(&c.ReplacedRetry, "replaced-retry", c.ReplacedRetry,
 		"after another server registered this id, wait this long before registering again; negative: never")
 }

@@ -391,6 +391,7 @@ type backendConn struct {
 	msg   codec.Message
 	out   []byte
 	upper []byte
+	delay *delayed // with Config.Delay: the replies waiting for it
 }
 
 // OnOpen sets up a data connection.
@@ -399,7 +400,19 @@ func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	bc := &backendConn{}
 	bc.split.Max = s.cfg.MaxFrame
 	c.SetContext(bc)
+	if s.cfg.Delay > 0 {
+		bc.delay = newDelayed()
+		go writeDelayed(c, bc.delay)
+	}
 	return nil, gnet.None
+}
+
+// OnClose stops a connection's delayed writer.
+func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
+	if bc, ok := c.Context().(*backendConn); ok && bc.delay != nil {
+		bc.delay.close()
+	}
+	return gnet.None
 }
 
 // OnTraffic answers every complete request, in order, in one write.
@@ -433,7 +446,11 @@ func (e *events) OnTraffic(c gnet.Conn) gnet.Action {
 		f.Consume()
 	}
 	f.Done()
-	if len(bc.out) > 0 {
+	switch {
+	case len(bc.out) == 0:
+	case bc.delay != nil && action == gnet.None:
+		bc.delay.push(time.Now().Add(s.cfg.Delay), bc.out)
+	default:
 		c.Write(bc.out)
 	}
 	if cap(bc.out) > 1<<20 {
