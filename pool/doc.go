@@ -1,11 +1,15 @@
 // Package pool owns Prism's backend registry and the structures that route a
-// request to one backend: registrations held as leases, a per-policy
-// round-robin selector that takes no lock on the request path.
+// request to one backend: registrations held as leases, and two selectors
+// that take no lock on the request path: a per-policy round robin (Next,
+// NextExcept), exact, and the power of two choices on in-flight requests ×
+// a peak-EWMA of reply latency (NextP2C, balance.go), which sends few
+// requests to a slow backend.
 //
 // Writers (registration, lease close) take a mutex, build a new immutable
 // snapshot of the policies and swap it in atomically. Readers load the
-// snapshot and advance one atomic counter per policy: selection is lock-free
-// and allocates nothing.
+// snapshot and advance one atomic counter per policy (or, for p2c, read two
+// backends' estimates with a per-caller Rand): selection is lock-free and
+// allocates nothing.
 //
 //	r := pool.NewRegistry()
 //	b := &pool.Backend{ID: 1, Policy: 7, Addr: "127.0.0.1:9101"}

@@ -1,7 +1,7 @@
 // Package server is the Prism proxy: one gnet engine that serves clients and
 // backend registrations on one address and forwards each request to a
-// backend of the policy it names, round robin, on a pipelined data
-// connection, returning the reply on the client's connection in request
+// backend of the policy it names, round robin or by the power of two
+// choices (Config.Balance, balance.go), on a pipelined data connection, returning the reply on the client's connection in request
 // order. It does not run backends (package backend) or speak to clients
 // itself (package client).
 //
@@ -36,7 +36,9 @@
 // queue (Execute: the tick, Shutdown and Snapshot) and read its published
 // counters through atomics. The registry is shared: registrations take a
 // mutex and swap in a new snapshot; the request path loads the snapshot
-// and advances one atomic counter per policy. Dials run on their own
+// and advances one atomic counter per policy (round robin), or reads two
+// backends' latency estimates and the loop's own in-flight counts (p2c),
+// each reply then updating its backend's estimate with a compare-and-swap. Dials run on their own
 // goroutines and hand the connection (or the failure) back to the loop.
 // Settings that Reload may change are an immutable snapshot (reload.go)
 // behind an atomic pointer: Reload publishes a new one and has each loop

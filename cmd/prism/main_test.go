@@ -131,6 +131,8 @@ func TestParseProxyArgs(t *testing.T) {
 			want: with(func(c *server.Config) { c.IdleTimeout, c.FrameTimeout = -1, -1 }), drain: 10 * time.Second},
 		{name: "readiness", args: []string{"-ready-min-backends", "2", "-ready-policies", "7,8"},
 			want: with(func(c *server.Config) { c.ReadyMinBackends, c.ReadyPolicies = 2, "7,8" }), drain: 10 * time.Second},
+		{name: "balance", args: []string{"-balance", "p2c", "-balance-policy", "8=rr"},
+			want: with(func(c *server.Config) { c.Balance, c.BalancePolicy = "p2c", "8=rr" }), drain: 10 * time.Second},
 		{name: "fleet registry", args: []string{"-registry", "etcd://10.0.0.1:2379,10.0.0.2:2379", "-proxy-id", "p1", "-registry-ttl", "5s"},
 			want: with(func(c *server.Config) {
 				c.Registry, c.ProxyID, c.RegistryTTL = "etcd://10.0.0.1:2379,10.0.0.2:2379", "p1", 5*time.Second
