@@ -109,7 +109,7 @@ func TestParseProxyArgs(t *testing.T) {
 		MaxFrame: 1 << 20, MaxClientInflight: 1024,
 		EjectAfter: 5, EjectTime: time.Second, EjectMaxTime: 30 * time.Second, MaxEjectedPercent: 50,
 		MaxMemory: 1 << 30, RetryBudget: 20, IdleTimeout: 5 * time.Minute, FrameTimeout: 10 * time.Second,
-		RegistryTTL: 10 * time.Second,
+		RegistryTTL: 10 * time.Second, Balance: "rr",
 	}
 	with := func(f func(*server.Config)) server.Config { c := def; f(&c); return c }
 	for _, tt := range []struct {
