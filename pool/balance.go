@@ -14,8 +14,8 @@ import (
 // estimate replaces it at once (the peak); a faster one is averaged in
 // with a weight that grows with the time since the last one, and the
 // estimate decays towards zero while no reply comes (LatencyDecay), so
-// that a backend that was slow and sent away is tried again later. A
-// backend with no reply yet costs nothing: it is tried first.
+// that a backend that was slow and sent away is tried again later. Against
+// a backend with no reply yet, the in-flight counts alone decide.
 //
 // The estimate is shared by every caller (two atomics per backend); the
 // in-flight count is the caller's (a loop knows what it sent and is not
@@ -74,8 +74,8 @@ func decay(dt int64) float64 {
 
 // NextP2C returns a backend of the policy chosen by the power of two
 // choices: two distinct backends skip lets through, drawn at random with r,
-// and the one of lower (inflight(b)+1) × b.Latency(now); the first drawn
-// on a tie. With one usable backend it is returned; with none, nil. skip
+// and the one of lower (inflight(b)+1) × b.Latency(now) (in-flight alone
+// when either has no estimate yet); the first drawn on a tie. With one usable backend it is returned; with none, nil. skip
 // may be nil; it is called at most twice per backend, and a backend it
 // lets through that is not Healthy is returned at once: skip made the
 // request its probe (Registry.TryProbe), which must not be wasted.
@@ -128,7 +128,7 @@ func (p *Policy) NextP2C(r *Rand, now int64, inflight func(*Backend) int, skip f
 				b.routed.Add(1)
 				return b
 			}
-			if cost(b, now, inflight) < cost(a, now, inflight) {
+			if lower(b, a, now, inflight) {
 				a = b
 			}
 			break
@@ -138,8 +138,16 @@ func (p *Policy) NextP2C(r *Rand, now int64, inflight func(*Backend) int, skip f
 	return a
 }
 
-func cost(b *Backend, now int64, inflight func(*Backend) int) float64 {
-	return float64(inflight(b)+1) * b.Latency(now)
+// lower reports whether b costs less than a. When either has no latency
+// estimate yet, in-flight requests alone decide: a new backend is tried at
+// once, but a slow one does not take half of the requests until its first
+// reply.
+func lower(b, a *Backend, now int64, inflight func(*Backend) int) bool {
+	eb, ea := b.Latency(now), a.Latency(now)
+	if eb == 0 || ea == 0 {
+		eb, ea = 1, 1
+	}
+	return float64(inflight(b)+1)*eb < float64(inflight(a)+1)*ea
 }
 
 // Rand is a small random source for one goroutine (wyrand): no lock, no

@@ -248,3 +248,34 @@ func BenchmarkObserveLatency(b *testing.B) {
 		})
 	})
 }
+
+// TestP2CUnmeasured: against a backend with no reply yet, in-flight
+// requests alone decide.
+func TestP2CUnmeasured(t *testing.T) {
+	_, pol := policyOf(t, 2)
+	known, fresh := pol.Backends[0], pol.Backends[1]
+	known.ObserveLatency(int64(time.Millisecond), 1)
+	rnd := NewRand(9)
+	for _, tt := range []struct {
+		name               string
+		knownLoad, newLoad int
+		want               *Backend
+	}{
+		{"new one idle", 2, 0, fresh},
+		{"new one busier", 0, 3, known},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			load := func(b *Backend) int {
+				if b == known {
+					return tt.knownLoad
+				}
+				return tt.newLoad
+			}
+			for range 20 {
+				if got := pol.NextP2C(&rnd, 2, load, nil); got != tt.want {
+					t.Fatalf("got backend %d; want %d", got.ID, tt.want.ID)
+				}
+			}
+		})
+	}
+}

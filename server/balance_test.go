@@ -56,8 +56,9 @@ func TestParseBalancing(t *testing.T) {
 
 // TestBalanceSlowBackend: two backends of a policy, one answering after
 // 50 ms. Round robin sends it half of the requests, so the p99 is 50 ms;
-// p2c sends it a few (while it has no reply yet it is tried, then its
-// latency keeps it out) and the p99 stays that of the fast one.
+// p2c sends it a few (while it has no reply yet it is tried as its
+// in-flight count allows, then its latency keeps it out) and the p99
+// stays that of the fast one.
 func TestBalanceSlowBackend(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
