@@ -56,7 +56,8 @@ stop_backends() { # prints each backend's count of requests served
 	kill -TERM "${BPIDS[@]}"
 	wait "${BPIDS[@]}" 2>/dev/null || true
 	for i in $(seq "$BACKENDS"); do
-		sed -n 's/.*backend stopped.* served=\([0-9]*\).*/\1/p' "$TMP/backend$i.log"
+		n=$(sed -n 's/.*backend stopped.* served=\([0-9]*\).*/\1/p' "$TMP/backend$i.log")
+		echo "${n:-?}"
 	done
 }
 
@@ -103,17 +104,17 @@ for setup in $SETUPS; do
 	esac
 	"$BIN" bench -proxy "127.0.0.1:$PORT" -policy 7 -rate "$RATE" -conns "$CONNS" \
 		-duration "$DURATION" -warmup "$WARMUP" -json >"$TMP/$setup.json" 2>"$TMP/$setup.err" || true
-	served=$(stop_backends | tr '\n' ' ')
 	kill "$PX" 2>/dev/null; wait "$PX" 2>/dev/null || true
+	served=$(stop_backends | tr '\n' ' ')
 	python3 - "$TMP/$setup.json" "$setup" "$served" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 lat = d["latency_us"]
 errs = sum(d.get("errors", {}).values())
 ok = d["replies"] / max(d["replies"] + errs, 1)
-served = [int(x) for x in sys.argv[3].split()]
-total = max(sum(served), 1)
-share = " ".join("%.3f" % (s / total) for s in served)
+served = [int(x) if x.isdigit() else None for x in sys.argv[3].split()]
+total = max(sum(x for x in served if x), 1)
+share = " ".join("?" if s is None else "%.3f" % (s / total) for s in served)
 print("%-8s %9.2f %9.2f %9.2f %9.2f %9.0f %7.3f%%  %s" % (sys.argv[2], lat["p50"] / 1e3, lat["p99"] / 1e3,
       lat["p999"] / 1e3, lat["max"] / 1e3, d["achieved_rate"], 100 * ok, share))
 if errs:
