@@ -13,6 +13,7 @@ import (
 
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
+	"github.com/prism-proxy/prism/internal/backendtest"
 	"github.com/prism-proxy/prism/server"
 )
 
@@ -143,20 +144,8 @@ func TestProxyNameResolved(t *testing.T) {
 	port, proxies := startFleet(t, "127.0.0.1", "127.0.0.2", "127.0.0.3")
 	dns := &fakeDNS{name: "prism.test"}
 	dns.set(nil, "127.0.0.1", "127.0.0.2")
-	b, err := backend.New(backend.Config{ID: 5, Policy: 7, Proxies: []string{"prism.test:" + port},
+	b := backendtest.Start(t, backend.Config{ID: 5, Policy: 7, Proxies: []string{"prism.test:" + port},
 		LookupHost: dns.LookupHost, ResolveEvery: 10 * time.Millisecond, Retry: 50 * time.Millisecond, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
 	want := []string{"127.0.0.1:" + port, "127.0.0.2:" + port}
 	if got := b.Proxies(); !slices.Equal(got, want) {
 		t.Fatalf("Proxies() = %v; want %v", got, want)
@@ -164,6 +153,9 @@ func TestProxyNameResolved(t *testing.T) {
 	waitFleet(t, proxies, 5, "127.0.0.1", "127.0.0.2")
 	served(t, proxies["127.0.0.1"], 5, 7)
 	served(t, proxies["127.0.0.2"], 5, 7)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 
 	t.Log("the answer changes: one address vanishes, one appears")
 	dns.set(nil, "127.0.0.3", "127.0.0.2")
@@ -208,20 +200,8 @@ func TestProxyAddresses(t *testing.T) {
 		mu.Unlock()
 		return dns.LookupHost(ctx, host)
 	}
-	b, err := backend.New(backend.Config{ID: 6, Policy: 7, Logger: quiet, LookupHost: lookup, ResolveEvery: -1,
+	b := backendtest.Start(t, backend.Config{ID: 6, Policy: 7, Logger: quiet, LookupHost: lookup, ResolveEvery: -1,
 		Proxies: []string{"127.0.0.1:" + port, "prism.test:" + port}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
 	want := []string{"127.0.0.1:" + port, "127.0.0.2:" + port}
 	if got := b.Proxies(); !slices.Equal(got, want) {
 		t.Fatalf("Proxies() = %v; want %v", got, want)

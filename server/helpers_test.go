@@ -12,6 +12,7 @@ import (
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/backendtest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -44,21 +45,8 @@ func startProxy(t testing.TB, cfg Config) *Proxy {
 // startBackend runs a gnet backend server registered with p.
 func startBackend(t testing.TB, p *Proxy, id, policy int64, mode backend.Mode, framing codec.Framing) *backend.Server {
 	t.Helper()
-	b, err := backend.New(backend.Config{ID: id, Policy: policy, Proxies: []string{p.Addr()},
+	return backendtest.Start(t, backend.Config{ID: id, Policy: policy, Proxies: []string{p.Addr()},
 		Mode: mode, Framing: framing, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitRegistered(ctx); err != nil {
-		t.Fatalf("backend %d did not register: %v", id, err)
-	}
-	return b
 }
 
 // dial connects a client to p and closes it at the end of the test.

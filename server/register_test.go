@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/backendtest"
 )
 
 // setupOn sends a setup to addr and returns the answer and whether the
@@ -116,19 +116,7 @@ func TestRegisterListen(t *testing.T) {
 		t.Fatal("registration address: a client's connection stays open")
 	}
 
-	b, err := backend.New(backend.Config{ID: 1, Policy: 7, Proxies: []string{reg}, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
+	backendtest.Start(t, backend.Config{ID: 1, Policy: 7, Proxies: []string{reg}, Logger: quiet})
 	for i := range 4 { // over both loops
 		cl := c
 		if i > 0 {

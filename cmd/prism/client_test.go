@@ -12,6 +12,7 @@ import (
 
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/client"
+	"github.com/prism-proxy/prism/internal/backendtest"
 	"github.com/prism-proxy/prism/server"
 )
 
@@ -28,19 +29,7 @@ func startUpper(t *testing.T) *server.Proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Shutdown(context.Background()) })
-	b, err := backend.New(backend.Config{ID: 3, Policy: 7, Proxies: []string{p.Addr()}, Mode: backend.Upper, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.WaitRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
+	backendtest.Start(t, backend.Config{ID: 3, Policy: 7, Proxies: []string{p.Addr()}, Mode: backend.Upper, Logger: quiet})
 	return p
 }
 
