@@ -85,57 +85,54 @@ func (p *Policy) NextP2C(r *Rand, now int64, inflight func(*Backend) int, skip f
 	if n == 0 {
 		return nil
 	}
-	first := -1
-	start := r.Intn(n)
-	for i := range n {
-		k := start + i
-		if k >= n {
-			k -= n
-		}
-		b := p.Backends[k]
-		if skip != nil && skip(b) {
-			continue
-		}
-		if b.h.state.Load() != Healthy {
-			b.routed.Add(1)
-			return b
-		}
-		first = k
-		break
-	}
+	first, probe := p.firstAllowed(r.Intn(n), -1, skip)
 	if first < 0 {
 		return nil
 	}
 	a := p.Backends[first]
+	if probe {
+		a.routed.Add(1)
+		return a
+	}
 	if n > 1 {
-		// The others, from a random one on: index first+1+j mod n for j
-		// in 0..n-2, starting at j = d.
-		d := r.Intn(n - 1)
-		for i := range n - 1 {
-			j := d + i
-			if j >= n-1 {
-				j -= n - 1
-			}
-			k := first + 1 + j
-			if k >= n {
-				k -= n
-			}
+		// The second: the first allowed of the others, from a random one on.
+		k, probe := p.firstAllowed(first+1+r.Intn(n-1), first, skip)
+		if k >= 0 {
 			b := p.Backends[k]
-			if skip != nil && skip(b) {
-				continue
-			}
-			if b.h.state.Load() != Healthy {
+			if probe {
 				b.routed.Add(1)
 				return b
 			}
 			if lower(b, a, now, inflight) {
 				a = b
 			}
-			break
 		}
 	}
 	a.routed.Add(1)
 	return a
+}
+
+// firstAllowed returns the index of the first backend skip lets through,
+// scanning from index from on (wrapping) and passing over index except;
+// probe says it is not Healthy (skip made the request its probe: take it
+// at once). -1 when skip lets none through.
+func (p *Policy) firstAllowed(from, except int, skip func(*Backend) bool) (k int, probe bool) {
+	n := len(p.Backends)
+	for i := range n {
+		k = from + i
+		for k >= n {
+			k -= n
+		}
+		if k == except {
+			continue
+		}
+		b := p.Backends[k]
+		if skip != nil && skip(b) {
+			continue
+		}
+		return k, b.h.state.Load() != Healthy
+	}
+	return -1, false
 }
 
 // lower reports whether b costs less than a. When either has no latency
