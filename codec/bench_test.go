@@ -2,6 +2,7 @@ package codec
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,8 +33,14 @@ func BenchmarkDecodeRequest(b *testing.B) {
 			name   string
 			decode func(*Decoder, []byte, *Message) (int64, error)
 		}{
-			{"sonic", generalRequest},                   // the visitor, then ValidateRequest
-			{"sonic_request", (*Decoder).DecodeRequest}, // the request fast path
+			{"sonic", generalRequest}, // the visitor, then ValidateRequest
+			{"sonic_struct", func(d *Decoder, body []byte, m *Message) (int64, error) { // sonic's struct decoder
+				if p, ok := d.fast(body, m); ok {
+					return p, nil
+				}
+				return 0, errors.New("not taken")
+			}},
+			{"request", (*Decoder).DecodeRequest}, // DecodeRequest: the plain scan, else sonic's struct decoder
 		} {
 			b.Run(path.name+"/"+sizeName(size), func(b *testing.B) {
 				var d Decoder

@@ -422,6 +422,12 @@ func (m *Message) Policy() (int64, error) {
 // policy, payloadsize and payload present, and payloadsize equal to the UTF-8
 // length of the decoded payload. It returns the policy.
 func (m *Message) ValidateRequest() (policy int64, err error) {
+	return m.validateRequest(true)
+}
+
+// validateRequest is ValidateRequest; checkUTF8 false skips the payload's
+// UTF-8 check, for a payload known to be ASCII (scanPlain).
+func (m *Message) validateRequest(checkUTF8 bool) (policy int64, err error) {
 	if m.Has&HasType == 0 || m.Type != TypeRequest {
 		return 0, ErrType
 	}
@@ -435,7 +441,7 @@ func (m *Message) ValidateRequest() (policy int64, err error) {
 	if m.PayloadSize != int64(len(m.Payload)) {
 		return 0, ErrPayloadSize
 	}
-	if !utf8.ValidString(m.Payload) {
+	if checkUTF8 && !utf8.ValidString(m.Payload) {
 		return 0, ErrUTF8
 	}
 	return policy, nil

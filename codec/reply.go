@@ -42,6 +42,23 @@ type fastReply struct {
 // ErrDuplicateKey. The other fields are not judged: a client gets the reply
 // as its backend wrote it.
 func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
+	if scanPlain(body, &rc.msg) {
+		m := &rc.msg
+		m.Payload, m.Token, m.Code, m.Error = "", "", "", "" // do not keep the input alive
+		switch {
+		case m.Has&HasType == 0 || m.Type != TypeReply:
+			return ErrNotReply
+		case m.Has&HasDestID == 0 || m.DestID != srcid || srcid == unset:
+			return ErrWrongDest
+		}
+		return nil
+	}
+	return rc.checkSonic(body, srcid)
+}
+
+// checkSonic is Check for what the plain scan is not sure of: sonic's
+// struct decoder validates the whole object and takes the two fields.
+func (rc *ReplyChecker) checkSonic(body []byte, srcid int64) error {
 	if len(body) == 0 {
 		return ErrSyntax
 	}

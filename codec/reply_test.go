@@ -62,9 +62,16 @@ func FuzzReplyCheck(f *testing.F) {
 	f.Add([]byte(`{"type":2,"destid":42,"payload":"\u00e9\n"}`), int64(42))
 	f.Add([]byte(`{"type":2,"destid":42,"type":0}`), int64(42))
 	f.Add([]byte(`[]`), int64(0))
+	for _, s := range plainCases {
+		f.Add([]byte(s), int64(42))
+	}
 	var rc ReplyChecker
 	f.Fuzz(func(t *testing.T, body []byte, srcid int64) {
-		if rc.Check(body, srcid) != nil {
+		err := rc.Check(body, srcid)
+		if ref := rc.checkSonic(body, srcid); err != ref {
+			t.Fatalf("%q for %d: Check says %v, sonic's check %v", body, srcid, err, ref)
+		}
+		if err != nil {
 			return
 		}
 		var m map[string]json.RawMessage

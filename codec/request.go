@@ -66,6 +66,9 @@ const fastOptions = decoder.OptionValidateString | decoder.OptionCaseSensitive
 // fields on return (all of them when err is not nil); like Decode's, its
 // strings may alias body.
 func (d *Decoder) DecodeRequest(body []byte, m *Message) (policy int64, err error) {
+	if scanPlain(body, m) {
+		return m.validateRequest(false) // plain strings are ASCII
+	}
 	if policy, ok := d.fast(body, m); ok {
 		return policy, nil
 	}
