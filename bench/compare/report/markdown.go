@@ -161,6 +161,8 @@ func Markdown(f *results.File, charts []Chart) []byte {
 		}
 	}
 
+	cpuGoals(&b, mx, sw)
+
 	if len(f.Memory) > 0 {
 		b.WriteString("\n## Memory with idle client connections\n\n")
 		b.WriteString("RSS (VmRSS) of the proxy processes before and while holding idle client connections that sent nothing.\n\n")
@@ -260,4 +262,88 @@ func errs(c *results.Case) string {
 		}
 	}
 	return strconv.FormatInt(n, 10) + " (" + strings.Join(parts, ", ") + ")"
+}
+
+// Goals for Prism's CPU per message, as ratios to the lower of HAProxy's
+// and nginx's in the same run: closed loop and open loop.
+const (
+	goalClosed = 0.80
+	goalOpen   = 1.00
+)
+
+// cpuGoals renders Prism's CPU per message against HAProxy's and nginx's,
+// and the open-loop p99 against HAProxy's, with the goal each case has and
+// whether it is met. Nothing when Prism or both references are missing.
+func cpuGoals(b *bytes.Buffer, mx, sw *index) {
+	type row struct {
+		label string
+		cases map[string]*results.Case
+		goal  float64
+	}
+	var rows []row
+	for _, l := range mx.labels {
+		rows = append(rows, row{l, mx.by[l], goalClosed})
+	}
+	for _, l := range sw.labels {
+		rows = append(rows, row{l, sw.by[l], goalOpen})
+	}
+	header := false
+	for _, r := range rows {
+		pr := r.cases["prism"]
+		ref, refName := lowerCPU(r.cases["haproxy"], r.cases["nginx"])
+		if pr == nil || pr.CPUPerMsgUS <= 0 || ref == nil {
+			continue
+		}
+		if !header {
+			header = true
+			b.WriteString("\n## CPU per message against the goals\n\n")
+			fmt.Fprintf(b, "Prism's CPU µs per message divided by the lower of HAProxy's and nginx's in the same case of this run. "+
+				"Goals: at most %.2f× in every closed-loop case, at most %.2f× at every open-loop point, "+
+				"and an open-loop p99 no higher than HAProxy's.\n\n", goalClosed, goalOpen)
+			b.WriteString("| case | Prism | HAProxy | nginx | Prism ÷ lower | goal | met |\n")
+			b.WriteString("|---|---:|---:|---:|---:|---:|---|\n")
+		}
+		x := pr.CPUPerMsgUS / ref.CPUPerMsgUS
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %.2f× (%s) | ≤ %.2f× | %s |\n", r.label, cpu(pr),
+			cpuOf(r.cases["haproxy"]), cpuOf(r.cases["nginx"]), x, display(refName), r.goal, yesNo(x <= r.goal))
+	}
+	header = false
+	for _, l := range sw.labels {
+		pr, hp := sw.by[l]["prism"], sw.by[l]["haproxy"]
+		if pr == nil || hp == nil {
+			continue
+		}
+		if !header {
+			header = true
+			b.WriteString("\n| open-loop p99 | Prism µs | HAProxy µs | Prism ÷ HAProxy | met |\n|---|---:|---:|---:|---|\n")
+		}
+		x := pr.Latency.P99 / hp.Latency.P99
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f× | %s |\n", l, us(pr.Latency.P99), us(hp.Latency.P99), x, yesNo(x <= 1))
+	}
+}
+
+// lowerCPU returns whichever of a and b spent less CPU per message.
+func lowerCPU(a, b *results.Case) (*results.Case, string) {
+	ok := func(c *results.Case) bool { return c != nil && c.CPUPerMsgUS > 0 }
+	switch {
+	case ok(a) && (!ok(b) || a.CPUPerMsgUS <= b.CPUPerMsgUS):
+		return a, a.Proxy
+	case ok(b):
+		return b, b.Proxy
+	}
+	return nil, ""
+}
+
+func cpuOf(c *results.Case) string {
+	if c == nil {
+		return "–"
+	}
+	return cpu(c)
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
 }

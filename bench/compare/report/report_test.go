@@ -30,6 +30,7 @@ func synthetic() *results.File {
 			}
 			if p == "prism" && size == 4096 {
 				c.Errors = map[string]int64{"overloaded": 5}
+				c.CPUPerMsgUS = 5
 			}
 			f.Cases = append(f.Cases, c)
 		}
@@ -83,6 +84,9 @@ func TestReport(t *testing.T) {
 		"| Prism | 10000 | 10010 | 10.0 | 30.0 | 2.05 |  |",
 		"![Throughput by case (closed loop)](compare-throughput.png)",
 		"- synthetic",
+		"| 64B/p1/c32 | 12.50 | 12.50 | – | 1.00× (HAProxy) | ≤ 0.80× | **no** |", // CPU goals
+		"| 4KiB/p1/c32 | 5.00 | 12.50 | – | 0.40× (HAProxy) | ≤ 0.80× | yes |",
+		"| sweep 25% | 5000 | 5000 | 1.00× | yes |", // open-loop p99 against HAProxy's
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report lacks %q", want)
