@@ -19,6 +19,7 @@ import (
 // anything it is not sure of — a missing or null field, an escaped or
 // repaired payload, a string where a number should be, any error — goes
 // through Decode and ValidateRequest, which give the precise answer.
+// Before it, the plain scan (scan.go) takes plain messages up to 1 KiB.
 
 // unset marks an integer field the fast path did not see. A message that
 // really holds this value takes the general path, which decides.
