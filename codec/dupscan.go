@@ -167,9 +167,21 @@ var knownKeys = [...]string{"type", "srcid", "destid", "id", "privPoliId", "priv
 // foldsToKnown reports whether key is a protocol field's name in other
 // letter case ("PrivPoliId"): encoding/json, among others, matches names
 // without regard to case, so a backend could read it as the field.
+//
+// An ASCII key can only fold to a name of its own length; a key with other
+// bytes can fold at another length ("ſrcid", with U+017F, is "srcid" to
+// bytes.EqualFold and encoding/json), so it is compared whatever its length,
+// up to the longest a name's runes can take.
 func foldsToKnown(key []byte) bool {
+	ascii := true
+	for _, c := range key {
+		if c >= 0x80 {
+			ascii = false
+			break
+		}
+	}
 	for _, k := range knownKeys {
-		if len(k) == len(key) && bytes.EqualFold(key, []byte(k)) {
+		if (len(k) == len(key) || !ascii && len(key) <= 3*len(k)) && bytes.EqualFold(key, []byte(k)) {
 			return true
 		}
 	}

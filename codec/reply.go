@@ -42,9 +42,8 @@ type fastReply struct {
 // ErrDuplicateKey. The other fields are not judged: a client gets the reply
 // as its backend wrote it.
 func (rc *ReplyChecker) Check(body []byte, srcid int64) error {
-	if scanPlain(body, &rc.msg) {
-		m := &rc.msg
-		m.Payload, m.Token, m.Code, m.Error = "", "", "", "" // do not keep the input alive
+	var m Message // on the stack: it aliases body, which must not be kept alive
+	if scanPlain(body, &m) {
 		switch {
 		case m.Has&HasType == 0 || m.Type != TypeReply:
 			return ErrNotReply
@@ -88,7 +87,9 @@ func (rc *ReplyChecker) checkSonic(body []byte, srcid int64) error {
 // repeated reports whether a known field appears twice in body, which the
 // quick pass could not rule out: the general decoder decides.
 func (rc *ReplyChecker) repeated(body []byte) bool {
-	return errors.Is(rc.general.Decode(body, &rc.msg), ErrDuplicateKey)
+	dup := errors.Is(rc.general.Decode(body, &rc.msg), ErrDuplicateKey)
+	rc.msg = Message{} // do not keep the input alive
+	return dup
 }
 
 // firstByte returns the first byte of body that is not JSON white space.

@@ -8,13 +8,13 @@ import (
 // The plain scan: the first tier of request decoding and reply checking.
 //
 // Nearly every message a proxy sees has the same plain shape: one JSON
-// object whose members are integers and strings of printable ASCII without
-// escapes. For those a single hand-written pass validates the JSON and
+// object whose members are integers and strings of ASCII from space to 0x7f
+// without escapes. For those a single hand-written pass validates the JSON and
 // takes the fields, at a fraction of what a general decoder's call costs
 // (BenchmarkDecodeRequest, BenchmarkReplyCheck; history in BENCHMARKS.md).
 // It accepts a strict subset of what the general decoder accepts, and
 // decodes what it accepts to the same Message: anything it is not sure of
-// (an escape, a byte outside printable ASCII in a string, a fraction or an
+// (an escape, a control character or a byte outside ASCII in a string, a fraction or an
 // exponent, a nested value, a long number, a repeated protocol field, a
 // field name in other letter case, a known field of the wrong JSON type,
 // or any syntax error) makes it say "not sure" and the caller asks sonic,

@@ -71,3 +71,22 @@ func TestScanPlainTakesTheCommonShapes(t *testing.T) {
 		t.Errorf("negative destid: %+v", m)
 	}
 }
+
+// TestFoldedKeysOfOtherLengths: a key that folds to a protocol field's name
+// only through a non-ASCII rune ("ſ", U+017F, folds to "s") is the field to
+// encoding/json, so it counts as a repeat, on requests and replies.
+func TestFoldedKeysOfOtherLengths(t *testing.T) {
+	var d Decoder
+	var m Message
+	req := []byte(`{"type":0,"srcid":1,"ſrcid":2,"privPoliId":7,"payloadsize":1,"payload":"x"}`)
+	if _, err := d.DecodeRequest(req, &m); err == nil {
+		t.Errorf("%s: accepted", req)
+	}
+	var rc ReplyChecker
+	if err := rc.Check([]byte(`{"type":2,"destid":42,"deſtid":1}`), 42); err == nil {
+		t.Error("reply with deſtid: accepted")
+	}
+	if foldsToKnown([]byte("sourceid")) || !foldsToKnown([]byte("SRCID")) || !foldsToKnown([]byte("ſrcid")) {
+		t.Error("foldsToKnown")
+	}
+}
