@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"errors"
 	"unsafe"
 
@@ -72,6 +73,16 @@ func (rc *ReplyChecker) checkSonic(body []byte, srcid int64) error {
 	rc.sonic.Reset("") // do not keep the input alive
 	if err == nil && !plainKeys(body) && rc.repeated(body) {
 		return ErrDuplicateKey
+	}
+	// sonic skips the strings of fields it does not take without checking
+	// their escapes ("\0" passes): with an escape anywhere the general
+	// decoder, which checks them, must agree.
+	if err == nil && bytes.IndexByte(body, '\\') >= 0 {
+		err = rc.general.Decode(body, &rc.msg)
+		rc.msg = Message{}
+		if errors.Is(err, ErrDuplicateKey) {
+			return ErrDuplicateKey
+		}
 	}
 	switch {
 	case err != nil || firstByte(body) != '{':
