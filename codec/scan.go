@@ -48,20 +48,22 @@ func scanPlain(body []byte, m *Message) bool {
 		if i >= n || body[i] != '"' {
 			return false
 		}
-		e := plainString(body, i+1)
-		if e < 0 {
-			return false
+		k, e := knownKeyAt(body, i+1)
+		if k == keyNone {
+			if e = plainString(body, i+1); e < 0 {
+				return false
+			}
+			key := body[i+1 : e]
+			if k = keyOf(key); k == keyNone && foldsToKnown(key) {
+				return false
+			}
 		}
-		key := body[i+1 : e]
-		k := keyOf(key)
 		var bit uint32
 		if k != keyNone {
 			bit = 1 << (k - 1) // Has* bits follow the fieldKey order
 			if m.Has&bit != 0 {
 				return false // repeated: the general path refuses it precisely
 			}
-		} else if foldsToKnown(key) {
-			return false
 		}
 		i = skipSpace(body, e+1)
 		if i >= n || body[i] != ':' {
@@ -119,6 +121,52 @@ func scanPlain(body []byte, m *Message) bool {
 			return false
 		}
 	}
+}
+
+// knownKeyAt matches the protocol's field names, with their closing quote,
+// at body[i]: the field and the quote's index, or keyNone. Nearly every key
+// is one of them, and this spares the string scan and the lookup.
+func knownKeyAt(body []byte, i int) (fieldKey, int) {
+	// Comparisons with constant strings: the compiler turns each into a
+	// load or two, where a table of names would call memequal.
+	n := len(body) - i
+	if n < 3 {
+		return keyNone, -1
+	}
+	b := body[i:]
+	switch b[0] {
+	case 't':
+		switch {
+		case n >= 5 && string(b[:5]) == `type"`:
+			return keyType, i + 4
+		case n >= 6 && string(b[:6]) == `token"`:
+			return keyToken, i + 5
+		}
+	case 's':
+		if n >= 6 && string(b[:6]) == `srcid"` {
+			return keySrcID, i + 5
+		}
+	case 'p':
+		switch {
+		case n >= 8 && string(b[:8]) == `payload"`:
+			return keyPayload, i + 7
+		case n >= 11 && string(b[:11]) == `privPoliId"`:
+			return keyPoliID, i + 10
+		case n >= 11 && string(b[:11]) == `privPolyId"`:
+			return keyPolyID, i + 10
+		case n >= 12 && string(b[:12]) == `payloadsize"`:
+			return keyPayloadSize, i + 11
+		}
+	case 'd':
+		if n >= 7 && string(b[:7]) == `destid"` {
+			return keyDestID, i + 6
+		}
+	case 'i':
+		if string(b[:3]) == `id"` {
+			return keyID, i + 2
+		}
+	}
+	return keyNone, -1
 }
 
 // plainString returns the index of the quote that ends the string whose
