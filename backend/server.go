@@ -219,10 +219,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close is Shutdown without a deadline.
 func (s *Server) Close() error { return s.Shutdown(context.Background()) }
 
-// acceptGrace is how long a stop waits between taking the listener out of
-// its port and stopping the engine (stop).
-const acceptGrace = 5 * time.Millisecond
-
 // stop waits for the leases to drop and the engine to boot, then stops it.
 func (s *Server) stop() {
 	s.wg.Wait()
@@ -232,13 +228,9 @@ func (s *Server) stop() {
 		return
 	}
 	// Out of the port first: gnet leaks a connection it accepts while its
-	// engine stops (never registered, never closed), and a proxy dials its
-	// backends all the time. An accept already under way when the listener
-	// goes queues its registration within microseconds: the pause lets it
-	// queue ahead of the engine's stop. Elsewhere than Linux the bug stays.
-	if gnetio.StopListening(net.JoinHostPort("", strconv.Itoa(s.port))) == nil {
-		time.Sleep(acceptGrace)
-	}
+	// engine stops (gnetio.Unlisten), and a proxy dials its backends all
+	// the time.
+	gnetio.Unlisten(net.JoinHostPort("", strconv.Itoa(s.port)))
 	gnetio.Stop(context.Background(), s.engine, s.done)
 }
 
