@@ -230,7 +230,8 @@ func (s *Server) stop() {
 	// Out of the port first: gnet leaks a connection it accepts while its
 	// engine stops (gnetio.Unlisten), and a proxy dials its backends all
 	// the time.
-	gnetio.Unlisten(net.JoinHostPort("", strconv.Itoa(s.port)))
+	host, _, _ := net.SplitHostPort(s.cfg.Listen)
+	gnetio.Unlisten(net.JoinHostPort(host, strconv.Itoa(s.port)))
 	gnetio.Stop(context.Background(), s.engine, s.done)
 }
 

@@ -10,25 +10,31 @@ import (
 )
 
 // StopListening takes a process's listening sockets (gnet's: one, or one
-// per loop with SO_REUSEPORT, on the ports of the addresses given) out of their port's group without
-// stopping the engine, which offers no way to: each descriptor is replaced,
-// with dup3, by a listening socket nobody connects to. The listening
-// socket closes (its queued connections move to the other listeners of the
-// port with net.ipv4.tcp_migrate_req=1); a loop that polls the descriptor
-// meanwhile gets EAGAIN from accept, which gnet ignores; gnet closes the
-// stand-in when it stops. Every listener of the process on those ports
-// goes: the caller must own the ports in this process.
+// per loop with SO_REUSEPORT) on the addresses given out of their port's
+// group without stopping the engine, which offers no way to: each
+// descriptor is replaced, with dup3, by a listening socket nobody connects
+// to. The listening socket closes (its queued connections move to the other
+// listeners of the port with net.ipv4.tcp_migrate_req=1); a loop that polls
+// the descriptor meanwhile gets EAGAIN from accept, which gnet ignores;
+// gnet closes the stand-in when it stops. An address with a specific IP
+// matches the listeners bound to that IP and port; one with no host or an
+// unspecified one ("", 0.0.0.0, ::) every listener of the process on its
+// port: the caller must own it in this process.
 //
 // Taking the listeners out before stopping an engine also works around a
 // gnet bug: a connection accepted while an engine stops is never
 // registered with a loop, and never closed.
 func StopListening(addrs ...string) error {
-	ports := map[int]bool{}
+	type want struct {
+		ip   net.IP // nil: any
+		port int
+	}
+	var wants []want
 	for _, a := range addrs {
 		if a == "" {
 			continue
 		}
-		_, port, err := net.SplitHostPort(a)
+		host, port, err := net.SplitHostPort(a)
 		if err != nil {
 			return err
 		}
@@ -36,7 +42,11 @@ func StopListening(addrs ...string) error {
 		if err != nil {
 			return err
 		}
-		ports[n] = true
+		ip := net.ParseIP(host)
+		if ip != nil && ip.IsUnspecified() {
+			ip = nil
+		}
+		wants = append(wants, want{ip, n})
 	}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -54,12 +64,16 @@ func StopListening(addrs ...string) error {
 		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_STREAM {
 			continue
 		}
-		if a := boundPort(fd); a != 0 && ports[a] {
-			fds = append(fds, fd)
+		ip, port := bound(fd)
+		for _, w := range wants {
+			if port != 0 && port == w.port && (w.ip == nil || w.ip.Equal(ip)) {
+				fds = append(fds, fd)
+				break
+			}
 		}
 	}
 	if len(fds) == 0 {
-		return fmt.Errorf("no listening socket found on ports %v", addrs)
+		return fmt.Errorf("no listening socket found on %v", addrs)
 	}
 	stand, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -80,17 +94,17 @@ func StopListening(addrs ...string) error {
 	return nil
 }
 
-// boundPort returns the TCP port socket fd is bound to, or 0.
-func boundPort(fd int) int {
+// bound returns the IP and TCP port socket fd is bound to, or a 0 port.
+func bound(fd int) (net.IP, int) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		return 0
+		return nil, 0
 	}
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		return a.Port
+		return net.IP(a.Addr[:]), a.Port
 	case *unix.SockaddrInet6:
-		return a.Port
+		return net.IP(a.Addr[:]), a.Port
 	}
-	return 0
+	return nil, 0
 }
