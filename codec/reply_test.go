@@ -118,3 +118,23 @@ func BenchmarkPlainKeys(b *testing.B) {
 		})
 	}
 }
+
+// Escapes in the fields the check does not take are validated too (sonic
+// skips them unchecked), and only that: the other fields are not judged,
+// whatever else the reply holds.
+func TestReplyCheckEscapes(t *testing.T) {
+	var rc ReplyChecker
+	for body, want := range map[string]error{
+		`{"type":2,"destid":42,"x":"\0"}`:                     ErrSyntax,
+		`{"type":2,"destid":42,"x":"\x41"}`:                   ErrSyntax,
+		`{"type":2,"destid":42,"x":"\u00G9"}`:                 ErrSyntax,
+		`{"type":2,"destid":42,"x":"\u12"}`:                   ErrSyntax,
+		`{"type":2,"destid":42,"x":"\\\"\/\b\f\n\r\t\u00E9"}`: nil,
+		`{"type":2,"destid":42,"x":"a\\"}`:                    nil,
+		`{"type":2,"destid":42,"payload":1,"x":"\n"}`:         nil, // a wrong-typed field is not judged
+	} {
+		if err := rc.Check([]byte(body), 42); err != want {
+			t.Errorf("%s: %v, want %v", body, err, want)
+		}
+	}
+}
