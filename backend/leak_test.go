@@ -12,17 +12,17 @@ import (
 )
 
 // A gnet bug (v2.9.7, found by server.TestChaos): a connection accepted
-// while the engine stops is never closed. The main reactor accepts it and
-// queues its registration on an event loop (acceptor_unix.go accept0,
-// Trigger(HighPriority, el.register, c)); when the loop's shutdown task runs
-// first, Polling returns without running the tasks behind it, and
+// while the engine stops is never closed. gnet's acceptor goroutine accepts
+// it and queues its registration on an event loop (acceptor_unix.go
+// accept0, Trigger(HighPriority, el.register, c)); when the loop's shutdown
+// task runs first, Polling returns without running the tasks behind it, and
 // closeConns closes only registered connections, so the socket stays open
 // in CLOSE_WAIT for the life of the process: 6,538 sockets for these 50
-// servers before the workaround. Server.stop takes the listener out of its
-// port first (gnetio.StopListening, Linux only).
+// servers with that acceptor. The server runs a listener per loop
+// (gnetio.ListenAddr), which has no acceptor goroutine (Linux only).
 func TestCloseDoesNotLeakConnsAcceptedDuringStop(t *testing.T) {
 	if runtime.GOOS != "linux" {
-		t.Skip("the workaround is Linux only")
+		t.Skip("a listener per loop is Linux only")
 	}
 	fds := func() int {
 		es, err := os.ReadDir("/proc/self/fd")

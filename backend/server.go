@@ -112,8 +112,18 @@ func (s *Server) Start() error {
 
 func (s *Server) serve() {
 	defer close(s.done)
-	s.runErr = gnet.Run(&events{s: s}, "tcp://"+s.cfg.Listen,
+	// A listener per loop (gnetio.ListenAddr): a loop accepts and opens a
+	// connection on its own goroutine, so none is lost when the engine
+	// stops (a proxy dials its backends all the time), and a flood of
+	// connections cannot stop the engine with EMFILE.
+	listen, err := gnetio.ListenAddr(s.cfg.Listen)
+	if err != nil {
+		s.runErr = err
+		return
+	}
+	s.runErr = gnet.Run(&events{s: s}, "tcp://"+listen,
 		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithReusePort(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetio.Logger(s.cfg.Logger)),
@@ -227,11 +237,6 @@ func (s *Server) stop() {
 	case <-s.done:
 		return
 	}
-	// Out of the port first: gnet leaks a connection it accepts while its
-	// engine stops (gnetio.Unlisten), and a proxy dials its backends all
-	// the time.
-	host, _, _ := net.SplitHostPort(s.cfg.Listen)
-	gnetio.Unlisten(net.JoinHostPort(host, strconv.Itoa(s.port)))
 	gnetio.Stop(context.Background(), s.engine, s.done)
 }
 

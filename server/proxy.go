@@ -55,7 +55,7 @@ type proxy struct {
 	runErr    error
 	addr      string
 	regAddr   *net.TCPAddr // the RegisterListen listener's address; nil: none
-	listen    string       // Config.Listen, its port 0 resolved (listenAddr)
+	listen    string       // Config.Listen, its port 0 resolved (gnetio.ListenAddr)
 	regListen string       // Config.RegisterListen, the same
 	draining  atomic.Bool
 	handover  atomic.Bool // Handover began: clients are sent away
@@ -203,9 +203,9 @@ func (p *proxy) serve() {
 	defer close(p.done)
 	// One engine for both listeners (gnet.Rotate), so that a lease, a
 	// client and their data connections share the same event loops.
-	listen, err := listenAddr(p.cfg.Listen)
+	listen, err := gnetio.ListenAddr(p.cfg.Listen)
 	if err == nil && p.cfg.RegisterListen != "" {
-		p.regListen, err = listenAddr(p.cfg.RegisterListen)
+		p.regListen, err = gnetio.ListenAddr(p.cfg.RegisterListen)
 	}
 	if err != nil {
 		p.runErr = err
@@ -216,6 +216,12 @@ func (p *proxy) serve() {
 	if p.regListen != "" {
 		addrs = append(addrs, "tcp://"+p.regListen)
 	}
+	// A listener per loop (gnetio.ListenAddr): a loop accepts one
+	// connection per event and OnOpen runs at once on the same goroutine,
+	// so a connection refused by the cap (measured: the flood test in
+	// cmd/prism) gives its descriptor back before the loop accepts
+	// another: at most one per loop is over the cap. Where gnet ignores the
+	// option the cap is only as good as acceptMargin.
 	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
 		gnet.WithReusePort(true),
@@ -225,38 +231,6 @@ func (p *proxy) serve() {
 		gnet.WithLogger(gnetio.Logger(p.cfg.Logger)),
 		gnet.WithLogLevel(logging.ErrorLevel),
 	)
-}
-
-// listenAddr returns the address to give gnet, which runs with a listener
-// per loop (SO_REUSEPORT).
-//
-// Without that gnet accepts on a goroutine of its own that drains the listen
-// queue in a burst and hands each connection to a loop: under a flood
-// hundreds of connections hold a descriptor before any OnOpen can refuse
-// one, and the acceptor meets EMFILE, which stops the engine, whatever the
-// cap (measured: the flood test in cmd/prism). With a listener per loop,
-// a loop accepts one connection per event and OnOpen runs at once on the
-// same goroutine, so a refused connection gives its descriptor back
-// before the loop accepts another: at most one per loop is over the cap.
-// Linux balances a port's connections across its listeners; elsewhere
-// gnet ignores the option with several loops (BSD does not balance), and
-// the cap is then only as good as acceptMargin.
-//
-// Port 0 would give each loop's listener a port of its own: a free port
-// is picked first (another process could take it in between: port 0 is
-// for tests).
-func listenAddr(listen string) (string, error) {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil || port != "0" {
-		return listen, nil // gnet reports a bad address
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return "", err
-	}
-	_, port, _ = net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	return net.JoinHostPort(host, port), nil
 }
 
 // Addr is the address the proxy listens on, with the port it got; empty

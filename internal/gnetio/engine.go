@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
@@ -92,20 +91,3 @@ func (g logger) Errorf(f string, a ...any) {
 func (g logger) Fatalf(f string, a ...any) {
 	g.l.Error(fmt.Sprintf(f, a...), "component", "gnet")
 }
-
-// Unlisten takes the process's listeners on the ports of addrs out of
-// their ports (StopListening) and waits AcceptGrace, before an engine's
-// Stop: gnet (v2.9.7) never closes a connection it accepts while its
-// engine stops (the registration queued for a loop is dropped when the
-// loop exits), and with the listeners gone no more come. An accept already
-// under way when they go queues its registration within microseconds: the
-// pause lets it run ahead of the stop. It does nothing where StopListening
-// is not supported (the bug stays there).
-func Unlisten(addrs ...string) {
-	if StopListening(addrs...) == nil {
-		time.Sleep(AcceptGrace)
-	}
-}
-
-// AcceptGrace is Unlisten's pause.
-const AcceptGrace = 5 * time.Millisecond

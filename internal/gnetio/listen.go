@@ -1,0 +1,33 @@
+package gnetio
+
+import "net"
+
+// ListenAddr returns the address to give gnet for listen when the engine
+// runs with a listener per loop (gnet.WithReusePort(true)): listen itself,
+// or, for port 0, the address with a free port picked first, since port 0
+// would give each loop's listener a port of its own. Another process could
+// take the port in between: port 0 is for tests.
+//
+// A listener per loop is how Prism's engines run, for two reasons. Without
+// it gnet accepts on a goroutine of its own that drains the listen queue in
+// a burst and hands each connection to a loop: under a flood hundreds of
+// connections hold a descriptor before any OnOpen can refuse one, and the
+// acceptor meets EMFILE, which stops the engine. And a connection it
+// accepts while the engine stops is never closed (v2.9.7: the registration
+// it queues for a loop is dropped when the loop exits first). A loop that
+// accepts itself runs OnOpen at once on its own goroutine, and has no
+// registration to lose. Linux balances a port's connections across its
+// listeners; elsewhere gnet ignores the option with several loops.
+func ListenAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || port != "0" {
+		return listen, nil // gnet reports a bad address
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", err
+	}
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	return net.JoinHostPort(host, port), nil
+}
