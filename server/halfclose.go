@@ -24,9 +24,14 @@ import (
 // Only a read EOF takes this path (a reset, or a close by the proxy, do
 // not), and only when gnet holds no unwritten answers of the connection:
 // gnet writes those after OnClose without waiting for the socket, and
-// answers written by the tail could overtake them. Requests the client
-// sent but the proxy had not read yet (it was over its in-flight cap) are
-// lost with gnet's buffer.
+// answers written by the tail could overtake them.
+//
+// Requests the client sent before its FIN but the proxy had not parsed yet
+// (it was over its in-flight or bytes cap) are still in gnet's buffer
+// during OnClose: finalParse takes them all then, caps aside (they are
+// held already, and no more can come), before gnet frees the buffer. An
+// incomplete message at the end is dropped: the client ended the stream
+// inside it.
 
 // tail writes the answers due to a half-closed client.
 type tail struct {
@@ -109,5 +114,19 @@ func (t *tail) run(p *proxy, stopped <-chan struct{}) {
 		if done {
 			return
 		}
+	}
+}
+
+// finalParse parses what a half-closed client sent before its FIN and the
+// proxy had not parsed yet, from gc's buffer during OnClose.
+func (ic *inConn) finalParse(gc gnet.Conn) {
+	if gc.InboundBuffered() == 0 {
+		return
+	}
+	ic.gc, ic.finalRead, ic.paused = gc, true, false
+	ic.parse()
+	ic.gc, ic.finalRead = nil, false
+	if ic.blocked != nil { // a pressured link took one: nothing left to resume
+		ic.blocked = nil
 	}
 }

@@ -38,6 +38,7 @@ type inConn struct {
 	paused   bool             // over the in-flight or outbound cap: not parsing
 	closing  bool             // close once queue drained (stream unusable)
 	shedding bool             // answering "overloaded" to what is over the cap
+	finalRead bool            // parsing what it sent before its FIN: no caps (halfclose.go)
 	dirty    bool
 	out      []byte // answers due, in order; nil when none (a loop buffer)
 
@@ -115,6 +116,9 @@ func (ic *inConn) countInbound() {
 
 // canParse reports whether the connection may take more requests now.
 func (ic *inConn) canParse() bool {
+	if ic.finalRead {
+		return true
+	}
 	lim := &ic.loop.lim
 	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
 		ic.gc.OutboundBuffered()+ic.held < lim.clientBytes &&
@@ -461,8 +465,9 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l.held -= int64(ic.inbound)
 	ic.inbound = 0
 	delete(l.conns, ic)
-	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil) {
+	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil || gc.InboundBuffered() > 0) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
+			ic.finalParse(gc)
 			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)
 			return
 		}

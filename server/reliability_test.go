@@ -302,9 +302,12 @@ func TestMemoryBoundedBehindStalledBackend(t *testing.T) {
 }
 
 // A client that shuts down its write side after its requests (nc -N)
-// still gets every answer, then EOF.
+// still gets every answer, then EOF: those the proxy had read, and those
+// it had not read yet when the FIN came, because the client was over its
+// in-flight cap (20 requests, a cap of 3).
 func TestHalfCloseGetsEveryAnswer(t *testing.T) {
-	p := startProxy(t, Config{Loops: 1})
+	const requests = 20
+	p := startProxy(t, Config{Loops: 1, MaxClientInflight: 3})
 	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
 		time.Sleep(20 * time.Millisecond) // the answers come after the FIN
 		return strings.ToUpper(s), true
@@ -318,7 +321,7 @@ func TestHalfCloseGetsEveryAnswer(t *testing.T) {
 			defer nc.Close()
 			nc.SetDeadline(time.Now().Add(10 * time.Second))
 			var out []byte
-			for i := range 5 {
+			for i := range requests {
 				out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
 			}
 			if _, err := nc.Write(out); err != nil {
@@ -332,7 +335,7 @@ func TestHalfCloseGetsEveryAnswer(t *testing.T) {
 			sp := codec.Splitter{Framing: framing}
 			var dec codec.Decoder
 			var m codec.Message
-			for i := range 5 {
+			for i := range requests {
 				body, n, err := sp.Next(got)
 				if err != nil {
 					t.Fatalf("answer %d: %v (read %q)", i, err, got)
