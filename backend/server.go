@@ -115,8 +115,9 @@ func (s *Server) serve() {
 	// A listener per loop (gnetio.ListenAddr): a loop accepts and opens a
 	// connection on its own goroutine, so none is lost when the engine
 	// stops (a proxy dials its backends all the time), and a flood of
-	// connections cannot stop the engine with EMFILE.
-	listen, err := gnetio.ListenAddr(s.cfg.Listen)
+	// connections cannot stop the engine with EMFILE. The port is its own
+	// (gnetio.ClaimAddr): a second server on it is refused, not shared.
+	listen, err := gnetio.ClaimAddr(s.cfg.Listen)
 	if err != nil {
 		s.runErr = err
 		return

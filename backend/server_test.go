@@ -275,3 +275,33 @@ func TestRegisterFlags(t *testing.T) {
 		}
 	}
 }
+
+// A port in use is refused, whether another backend server holds it (its
+// listeners are SO_REUSEPORT, which would let a second one share them: a
+// proxy's connections for one policy reaching a server of another) or any
+// other listener does.
+func TestPortInUseRefused(t *testing.T) {
+	a := start(t, Config{Loops: 2})
+	addr := "127.0.0.1:" + strconv.Itoa(a.Port())
+	b, err := New(Config{Listen: addr, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err == nil {
+		b.Close()
+		t.Fatalf("a second server started on %s, the port of another", addr)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := New(Config{Listen: ln.Addr().String(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err == nil {
+		c.Close()
+		t.Fatalf("a server started on %s, the port of a plain listener", ln.Addr())
+	}
+}

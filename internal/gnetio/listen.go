@@ -31,3 +31,23 @@ func ListenAddr(listen string) (string, error) {
 	ln.Close()
 	return net.JoinHostPort(host, port), nil
 }
+
+// ClaimAddr is ListenAddr for a server that must own its port alone: it
+// fails when something listens on listen already. SO_REUSEPORT lets
+// another process of the same user bind the same port and share its
+// connections, which for a backend server means requests of one policy
+// answered by a server of another. Another process could still bind in
+// between the check and gnet's bind: the check catches a server started
+// twice by mistake, not a race.
+func ClaimAddr(listen string) (string, error) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "0" {
+		return ListenAddr(listen)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", err
+	}
+	ln.Close()
+	return listen, nil
+}
