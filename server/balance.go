@@ -79,3 +79,17 @@ func parseBalancing(def, per string) (balancing, error) {
 	}
 	return bs, nil
 }
+
+// sampleOK reports whether c's reply time, read now, is its backend's
+// latency, for p2c's estimate. It is not when the loop itself stalled
+// meanwhile (the process paused for a GC or a VM, or the loop was busy for
+// long): the reply waited in the socket for the loop. Taken as the
+// backend's, such a sample makes every backend that had requests in
+// flight look as slow as the stall, and a slow backend that had none the
+// fastest, for tens of seconds (pool.LatencyDecay): p2c would send it most
+// of the traffic. A stall shows as a late tick: the tick that comes late
+// marks the calls sent before it (samplesFrom), and until it comes the
+// loop knows it is overdue.
+func (l *loop) sampleOK(c *call) bool {
+	return c.sent >= l.samplesFrom && l.stamp-l.lastTick <= l.lim.tickLate
+}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/codec"
 )
@@ -75,60 +77,9 @@ func TestBalanceSlowBackend(t *testing.T) {
 		t.Run(tt.balance, func(t *testing.T) {
 			p := startProxy(t, Config{Balance: tt.balance})
 			startBackend(t, p, 1, 7, backend.Echo, codec.Binary)
-			slow, err := backend.New(backend.Config{ID: 2, Policy: 7, Proxies: []string{p.Addr()}, Delay: delay, Logger: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := slow.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { slow.Close() })
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := slow.WaitRegistered(ctx); err != nil {
-				t.Fatal(err)
-			}
+			startDelayed(t, p, 2, delay)
 
-			// 8 clients, one request at a time each, for a second.
-			var mu sync.Mutex
-			var lats []time.Duration
-			byID := map[int64]int{}
-			var wg sync.WaitGroup
-			end := time.Now().Add(time.Second)
-			for range 8 {
-				c := dial(t, p, codec.Binary)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var m codec.Message
-					var mine []time.Duration
-					ids := map[int64]int{}
-					for time.Now().Before(end) {
-						start := time.Now()
-						if err := c.Send(1, 7, "x"); err != nil {
-							t.Error(err)
-							return
-						}
-						if err := c.Flush(); err != nil {
-							t.Error(err)
-							return
-						}
-						if err := c.Recv(&m); err != nil || m.Type != codec.TypeReply {
-							t.Errorf("answer %+v, %v; want a reply", m, err)
-							return
-						}
-						mine = append(mine, time.Since(start))
-						ids[m.SrcID]++ // a reply comes from its backend's id
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					lats = append(lats, mine...)
-					for id, n := range ids {
-						byID[id] += n
-					}
-				}()
-			}
-			wg.Wait()
+			lats, byID := closedLoad(t, p, 8, time.Second)
 			if t.Failed() {
 				return
 			}
@@ -143,5 +94,109 @@ func TestBalanceSlowBackend(t *testing.T) {
 				t.Errorf("p99 %v; want it at least %v: %v", p99, delay, tt.slowP99)
 			}
 		})
+	}
+}
+
+// closedLoad runs n clients through p, one request at a time each, for d,
+// and returns the latencies and the count of replies by backend id.
+func closedLoad(t *testing.T, p *Proxy, n int, d time.Duration) ([]time.Duration, map[int64]int) {
+	var mu sync.Mutex
+	var lats []time.Duration
+	byID := map[int64]int{}
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for range n {
+		c := dial(t, p, codec.Binary)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var m codec.Message
+			var mine []time.Duration
+			ids := map[int64]int{}
+			for time.Now().Before(end) {
+				start := time.Now()
+				if err := c.Send(1, 7, "x"); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.Flush(); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.Recv(&m); err != nil || m.Type != codec.TypeReply {
+					t.Errorf("answer %+v, %v; want a reply", m, err)
+					return
+				}
+				mine = append(mine, time.Since(start))
+				ids[m.SrcID]++ // a reply comes from its backend's id
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			lats = append(lats, mine...)
+			for id, n := range ids {
+				byID[id] += n
+			}
+		}()
+	}
+	wg.Wait()
+	return lats, byID
+}
+
+// TestP2CIgnoresProxyStall: a stall of the proxy's own loop (a GC pause, a
+// paused VM, a loop busy for long) delays every reply that comes meanwhile.
+// Taken as the backends' latency, it makes a fast backend that had
+// requests in flight look slower than a slow one that had none, for tens
+// of seconds (the estimate decays with LatencyDecay): p2c would send the
+// slow one most of the traffic. The loop drops the samples it measured
+// across its own stall.
+func TestP2CIgnoresProxyStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	p := startProxy(t, Config{Balance: "p2c", Loops: 1})
+	// The fast one takes 2 ms, so that requests are on its link when the
+	// loop stalls.
+	startDelayed(t, p, 1, 2*time.Millisecond)
+	startDelayed(t, p, 2, 100*time.Millisecond)
+	share := func(byID map[int64]int) float64 { return float64(byID[2]) / float64(byID[1]+byID[2]) }
+	_, before := closedLoad(t, p, 8, 500*time.Millisecond) // both estimates made
+	// Stall the loop for 500 ms while requests are in flight.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		l := p.p.list[0]
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			time.Sleep(500 * time.Millisecond)
+			return nil
+		}))
+	}()
+	closedLoad(t, p, 8, 700*time.Millisecond)
+	_, after := closedLoad(t, p, 8, time.Second)
+	if t.Failed() {
+		return
+	}
+	t.Logf("replies by backend: before the stall %v (slow share %.3f), after it %v (%.3f)", before, share(before), after, share(after))
+	// Measured: 0-10 replies of the slow backend in the second after the
+	// stall, against 40-70 when the stall's samples were taken (then up
+	// to 70% of the clients' time is spent waiting on it).
+	if after[2] > 20 {
+		t.Errorf("slow backend answered %d requests in the second after the proxy's stall; want at most 20", after[2])
+	}
+}
+
+// startDelayed starts an echo backend server of policy 7 that answers
+// every request delay late, registered with p.
+func startDelayed(t *testing.T, p *Proxy, id int64, delay time.Duration) {
+	s, err := backend.New(backend.Config{ID: id, Policy: 7, Proxies: []string{p.Addr()}, Delay: delay, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.WaitRegistered(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

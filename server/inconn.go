@@ -34,13 +34,13 @@ type inConn struct {
 	role  role
 
 	// client
-	queue    fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
-	paused   bool             // over the in-flight or outbound cap: not parsing
-	closing  bool             // close once queue drained (stream unusable)
-	shedding bool             // answering "overloaded" to what is over the cap
-	finalRead bool            // parsing what it sent before its FIN: no caps (halfclose.go)
-	dirty    bool
-	out      []byte // answers due, in order; nil when none (a loop buffer)
+	queue     fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
+	paused    bool             // over the in-flight or outbound cap: not parsing
+	closing   bool             // close once queue drained (stream unusable)
+	shedding  bool             // answering "overloaded" to what is over the cap
+	finalRead bool             // parsing what it sent before its FIN: no caps (halfclose.go)
+	dirty     bool
+	out       []byte // answers due, in order; nil when none (a loop buffer)
 
 	held    int   // bytes of its requests in flight and replies held (limits.clientBytes)
 	tail    *tail // writes the answers due after a half-close

@@ -58,7 +58,17 @@ type limits struct {
 	dialTimeout time.Duration
 	downFor     int64
 	bal         balancing // Config.Balance and BalancePolicy
+
+	// A loop whose tick is tickLate overdue was not running as it should
+	// (the process paused, or the loop busy): the replies it reads then
+	// waited for it, not for their backend (loop.sampleOK).
+	tickLate int64
 }
+
+// tickSlack is how late a loop's tick may run before the loop counts as
+// stalled: well above scheduling noise on a busy machine, well below the
+// stalls that matter (a paused VM, a long GC pause).
+const tickSlack = 20 * time.Millisecond
 
 // connScanEvery is how often the loops look for idle and slow connections:
 // every second, or a quarter of the shorter timeout when that is less (as
@@ -100,6 +110,7 @@ func newLimits(cfg *Config) limits {
 		dialTimeout:      cfg.DialTimeout,
 		downFor:          int64(cfg.DownFor),
 		bal:              bal,
+		tickLate:         int64(tickInterval(cfg.Timeout) + tickSlack),
 	}
 }
 

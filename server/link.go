@@ -366,7 +366,7 @@ func (lk *link) traffic() gnet.Action {
 		}
 		lk.replies++
 		c, _ := lk.fifo.Pop()
-		if l.lim.bal.p2c {
+		if l.lim.bal.p2c && l.sampleOK(c) {
 			lk.backend.ObserveLatency(l.stamp-c.sent, l.stamp)
 		}
 		answered := l.answer(c) // before unlink, which recycles a call done with

@@ -47,6 +47,7 @@ type loop struct {
 
 	retryTokens int64 // the retry budget (limits), in hundredths of a retry
 	lastTick    int64
+	samplesFrom int64 // latency samples of calls sent before it are not the backend's (sampleOK)
 
 	tickTask gnet.Runnable
 
@@ -103,6 +104,9 @@ func (l *loop) tick() {
 		l.reload(s)
 	}
 	now := l.clock()
+	if l.lastTick > 0 && now-l.lastTick > l.lim.tickLate {
+		l.samplesFrom = now // the loop stalled: calls in flight waited for it
+	}
 	if dt := now - l.lastTick; l.lastTick > 0 && dt > 0 {
 		l.retryTokens -= l.retryTokens * min(dt, int64(retryWindow)) / int64(retryWindow) // deposits fade
 		l.earnRetries(l.lim.retryFloor * dt / int64(time.Second))

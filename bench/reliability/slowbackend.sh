@@ -18,6 +18,9 @@
 # Environment: RATE [4000]  DURATION [20s]  WARMUP [2s]  CONNS [32]
 #              BACKENDS [4]  DELAY [50ms]  LOOPS [2]  PORT [19700]
 #              SETUPS ["rr p2c haproxy"] (haproxy only when installed)
+#              STALL [none] AT:FOR in seconds, e.g. 5:0.9: the proxy
+#              process is stopped (SIGSTOP) AT seconds after the warm-up
+#              for FOR seconds, as a paused VM or a long GC pause would
 set -euo pipefail
 BIN=${1:-$(mktemp -d)/prism}
 if [ ! -x "$BIN" ]; then go build -o "$BIN" ./cmd/prism; fi
@@ -102,6 +105,10 @@ for setup in $SETUPS; do
 		;;
 	*) echo "unknown setup $setup" >&2; exit 2 ;;
 	esac
+	if [ -n "${STALL:-}" ]; then
+		IFS=: read -r stall_at stall_for <<<"$STALL"
+		(sleep "${WARMUP%s}" && sleep "$stall_at" && kill -STOP "$PX" && sleep "$stall_for" && kill -CONT "$PX") &
+	fi
 	"$BIN" bench -proxy "127.0.0.1:$PORT" -policy 7 -rate "$RATE" -conns "$CONNS" \
 		-duration "$DURATION" -warmup "$WARMUP" -json >"$TMP/$setup.json" 2>"$TMP/$setup.err" || true
 	kill "$PX" 2>/dev/null; wait "$PX" 2>/dev/null || true
