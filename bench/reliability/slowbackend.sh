@@ -113,7 +113,7 @@ for setup in $SETUPS; do
 		-duration "$DURATION" -warmup "$WARMUP" -json >"$TMP/$setup.json" 2>"$TMP/$setup.err" || true
 	kill "$PX" 2>/dev/null; wait "$PX" 2>/dev/null || true
 	served=$(stop_backends | tr '\n' ' ')
-	python3 - "$TMP/$setup.json" "$setup" "$served" <<'PY'
+	python3 - "$TMP/$setup.json" "$setup" "$served" "${STALL:-}" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 lat = d["latency_us"]
@@ -126,5 +126,13 @@ print("%-8s %9.2f %9.2f %9.2f %9.2f %9.0f %7.3f%%  %s" % (sys.argv[2], lat["p50"
       lat["p999"] / 1e3, lat["max"] / 1e3, d["achieved_rate"], 100 * ok, share))
 if errs:
     print("         errors: %s" % d["errors"])
+if sys.argv[4]:
+    # The seconds after the stall (and the second it ended in): what the
+    # balancer made of it, without the requests the stall itself held.
+    at, dur = (float(x) for x in sys.argv[4].split(":"))
+    after = sorted(s["p99_us"] / 1e3 for s in d["series"] if s["t"] > at + dur + 1)
+    if after:
+        print("         after the stall: per-second p99 median %.2f ms, max %.2f ms over %d s"
+              % (after[len(after) // 2], after[-1], len(after)))
 PY
 done
