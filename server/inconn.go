@@ -465,7 +465,9 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 	l.held -= int64(ic.inbound)
 	ic.inbound = 0
 	delete(l.conns, ic)
-	if ic.role == roleClient && !ic.closing && (ic.queue.Len() > 0 || ic.out != nil || gc.InboundBuffered() > 0) {
+	// A closing client too (its stream broke after valid requests): the
+	// tail writes what is queued, the error last, as flush would have.
+	if ic.role == roleClient && (ic.queue.Len() > 0 || ic.out != nil || gc.InboundBuffered() > 0) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
 			ic.finalParse(gc)
 			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)

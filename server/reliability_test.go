@@ -425,3 +425,59 @@ func TestSetupOfProxyOwnAddressRefused(t *testing.T) {
 		t.Fatalf("registered %+v", bs)
 	}
 }
+
+// A client whose stream breaks (a frame too large to take) right after
+// valid requests, and that shuts down its write side in the same write,
+// gets the answers of the valid requests, then the error, then EOF: the
+// half-close path takes a connection that was closing as well.
+func TestHalfCloseAfterFatalError(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		time.Sleep(20 * time.Millisecond) // the answers come after the FIN
+		return strings.ToUpper(s), true
+	})
+	for _, framing := range []codec.Framing{codec.Text, codec.Binary} {
+		t.Run(framing.String(), func(t *testing.T) {
+			nc, err := net.Dial("tcp", p.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			var out []byte
+			for i := range 5 {
+				out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
+			}
+			if framing == codec.Binary {
+				out = append(out, 0xff, 0xff, 0xff, 0xff) // a length past -max-frame
+			} else {
+				out = append(out, " xyz "...) // not a JSON object
+			}
+			if _, err := nc.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			nc.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(nc) // until the proxy closes
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			sp := codec.Splitter{Framing: framing}
+			var dec codec.Decoder
+			var m codec.Message
+			for i := range 6 {
+				body, n, err := sp.Next(got)
+				if err != nil {
+					t.Fatalf("answer %d: %v (read %q)", i, err, got)
+				}
+				got = got[n:]
+				err = dec.Decode(body, &m)
+				switch {
+				case i < 5 && (err != nil || m.Type != codec.TypeReply || m.DestID != int64(i) || m.Payload != fmt.Sprint("HI", i)):
+					t.Fatalf("answer %d: %+v %v; want the reply", i, m, err)
+				case i == 5 && (err != nil || m.Type != codec.TypeError):
+					t.Fatalf("answer %d: %+v %v; want the error", i, m, err)
+				}
+			}
+		})
+	}
+}
