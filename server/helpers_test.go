@@ -20,7 +20,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // startProxy runs a proxy on 127.0.0.1:0 until the test ends.
 func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
-	cfg.Listen = "127.0.0.1:0"
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
 	if cfg.Loops == 0 {
 		cfg.Loops = 2
 	}

@@ -612,14 +612,22 @@ func tickInterval(timeout time.Duration) time.Duration {
 
 // isOwnAddr reports whether host:port, a backend's data address, is one of
 // the proxy's listeners: the address the setup came in on (local), or the
-// client or registration listener's port on the same host.
+// client or registration listener's port on the same host. A listener on
+// the wildcard address (local is then 0.0.0.0 or ::, gnet gives a
+// connection its listener's address) is on every address of the host.
 func (p *proxy) isOwnAddr(host string, port int, local net.Addr) bool {
 	la, ok := local.(*net.TCPAddr)
 	if !ok {
 		return false
 	}
 	ip := net.ParseIP(host)
-	if ip == nil || !(ip.Equal(la.IP) || ip.IsLoopback() && la.IP.IsLoopback()) {
+	if ip == nil {
+		return false
+	}
+	switch {
+	case ip.Equal(la.IP), ip.IsLoopback() && la.IP.IsLoopback():
+	case la.IP.IsUnspecified() && (ip.IsLoopback() || isHostAddr(ip)):
+	default:
 		return false
 	}
 	if port == la.Port {
@@ -629,4 +637,19 @@ func (p *proxy) isOwnAddr(host string, port int, local net.Addr) bool {
 		return true
 	}
 	return p.regAddr != nil && p.regAddr.Port == port
+}
+
+// isHostAddr reports whether ip is an address of one of this host's
+// interfaces.
+func isHostAddr(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

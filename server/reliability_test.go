@@ -402,27 +402,34 @@ func TestPartialMessagesBoundedByMemory(t *testing.T) {
 }
 
 // A setup whose data address is the proxy's own would make requests loop
-// through the proxy: it is refused.
+// through the proxy: it is refused, whether the proxy listens on one
+// address or on all of them (0.0.0.0: a connection's local address is then
+// the wildcard), and from whichever local address the lease comes.
 func TestSetupOfProxyOwnAddressRefused(t *testing.T) {
-	p := startProxy(t, Config{Loops: 1})
-	_, port, _ := net.SplitHostPort(p.Addr())
-	nc, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := client.New(nc, client.Options{})
-	var portN int
-	fmt.Sscan(port, &portN)
-	c.SendRaw(codec.AppendSetup(nil, 77, 77, portN, ""))
-	c.Flush()
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	var m codec.Message
-	if err := c.Recv(&m); err != nil || m.Type != codec.TypeError || m.Code != codec.CodeBadRequest {
-		t.Fatalf("setup at the proxy's own port answered %+v, %v; want bad_request", m, err)
-	}
-	if bs := policyBackends(p, 77); len(bs) != 0 {
-		t.Fatalf("registered %+v", bs)
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		p := startProxy(t, Config{Loops: 1, Listen: listen})
+		_, port, _ := net.SplitHostPort(p.Addr())
+		var portN int
+		fmt.Sscan(port, &portN)
+		for _, from := range []string{"127.0.0.1", "127.0.0.5"} {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+			nc, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := client.New(nc, client.Options{})
+			c.SendRaw(codec.AppendSetup(nil, 77, 77, portN, ""))
+			c.Flush()
+			nc.SetDeadline(time.Now().Add(5 * time.Second))
+			var m codec.Message
+			if err := c.Recv(&m); err != nil || m.Type != codec.TypeError || m.Code != codec.CodeBadRequest {
+				t.Fatalf("proxy on %s: setup from %s at the proxy's own port answered %+v, %v; want bad_request", listen, from, m, err)
+			}
+			nc.Close()
+			if bs := policyBackends(p, 77); len(bs) != 0 {
+				t.Fatalf("proxy on %s: registered %+v", listen, bs)
+			}
+		}
 	}
 }
 
