@@ -52,6 +52,15 @@ type Config struct {
 	// Both are served by the same event loops. It must differ from Listen
 	// as written, port 0 included. Empty: setups on Listen.
 	RegisterListen string
+	// SharePort lets the proxy bind Listen and RegisterListen beside
+	// another process that listens there (every listener of a proxy is
+	// SO_REUSEPORT): the new process of an upgrade does, and the two share
+	// the port's connections until the old one hands over. Otherwise an
+	// address something listens on already is refused (Start fails with
+	// "address already in use"): a second proxy started by mistake on the
+	// port of another would take part of its clients, with registrations
+	// of its own.
+	SharePort bool
 	// DialTimeout bounds the connection to a backend's data port. Zero: 2s;
 	// negative is refused.
 	DialTimeout time.Duration

@@ -83,10 +83,10 @@ func TestConnBudget(t *testing.T) {
 		limit, loops      int
 		wantDef, wantMost int
 	}{
-		{"256, 2 loops", 256, 2, 162, 200},
-		{"20000, 2 loops", 20000, 2, 14970, 18710},
-		{"1024, 8 loops", 1024, 8, 720, 896},
-		{"too low", 40, 2, -16, -16},
+		{"256, 2 loops", 256, 2, 150, 168},
+		{"20000, 2 loops", 20000, 2, 14958, 18678},
+		{"1024, 8 loops", 1024, 8, 708, 816},
+		{"too low", 40, 2, -48, -48},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			def, most := connBudget(tt.limit, tt.loops)
@@ -95,6 +95,9 @@ func TestConnBudget(t *testing.T) {
 			}
 			if tt.limit > 64 && def+fdFixed(tt.loops)+acceptMargin(tt.limit) > tt.limit {
 				t.Fatalf("default %d leaves no accept margin under %d", def, tt.limit)
+			}
+			if most > 0 && linkBudget(tt.limit, tt.loops, most) != int64(linkMin(tt.loops)) {
+				t.Fatalf("at the largest cap links get %d descriptors; want %d", linkBudget(tt.limit, tt.loops, most), linkMin(tt.loops))
 			}
 		})
 	}
@@ -240,4 +243,41 @@ func readBinary(t testing.TB, nc net.Conn) codec.Message {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// Backend links hold descriptors from a budget (fdbudget.go): gnet stops
+// the engine when accept meets EMFILE, and a peer registers backends at
+// will. Past the budget a request whose backend would need a new link goes
+// to another backend of its policy that has one, or is answered
+// overloaded; a link that closes gives its descriptors back.
+func TestLinkBudget(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	p.p.linkRoom.Store(2) // one dial's worth
+	a := newFakeBackend(t, p, 1, 7, echo)
+	c := dial(t, p, codec.Binary)
+	if got := roundTrip(t, c, 1, 7, "a"); got.Type != codec.TypeReply {
+		t.Fatalf("first link: %+v", got)
+	}
+	waitFor(t, "the open link to hold one descriptor", 2*time.Second, func() bool { return p.p.linkRoom.Load() == 1 })
+
+	newFakeBackend(t, p, 2, 8, echo)
+	if got := roundTrip(t, c, 2, 8, "b"); got.Type != codec.TypeError || got.Code != codec.CodeOverloaded {
+		t.Fatalf("a link past the budget: %+v; want overloaded", got)
+	}
+	newFakeBackend(t, p, 3, 7, echo) // policy 7's second backend: no room for its link
+	for i := range 6 {
+		if got := roundTrip(t, c, 3, 7, "c"); got.Type != codec.TypeReply || got.SrcID != 1 {
+			t.Fatalf("request %d of policy 7: %+v; want backend 1's reply (the one with a link)", i, got)
+		}
+	}
+	if n := p.p.linksRefused.Load(); n < 1 {
+		t.Fatalf("links refused %d; want counted", n)
+	}
+
+	a.unregister() // its link closes: its descriptor is back
+	waitFor(t, "backend 1 to leave", 2*time.Second, func() bool { return len(policyBackends(p, 7)) == 1 })
+	waitFor(t, "its descriptor back", 2*time.Second, func() bool { return p.p.linkRoom.Load() == 2 })
+	if got := roundTrip(t, c, 4, 8, "d"); got.Type != codec.TypeReply || got.SrcID != 2 {
+		t.Fatalf("policy 8 once the budget has room: %+v; want backend 2's reply", got)
+	}
 }

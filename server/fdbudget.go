@@ -1,19 +1,44 @@
 package server
 
-// The descriptor budget. gnet's acceptor stops the whole engine when
-// accept fails with EMFILE (acceptor_unix.go: any error but EAGAIN, EINTR,
-// ECONNRESET and ECONNABORTED ends the main reactor), so the proxy must
-// never let its descriptors reach the open-files limit. Inbound
-// connections are the only descriptors a peer can make it open at will:
-// Config.MaxConns caps them, below the limit less a reserve.
+// The descriptor budget. gnet stops a loop, and with it the engine, when
+// accept fails with EMFILE (eventloop_unix.go accept: any error but
+// EAGAIN, EINTR, ECONNRESET and ECONNABORTED ends the loop), so the proxy
+// must never let its descriptors reach the open-files limit. Peers can make
+// it open three kinds at will, each bounded: inbound connections by
+// Config.MaxConns, below the limit less a reserve; backend data links
+// (one per backend per loop, as backends register) by what the limit
+// leaves after the inbound cap (linkBudget: a request for a backend with
+// no link and no room for one is answered "overloaded"); admin
+// connections by AdminMaxConns.
+
+// AdminMaxConns caps the admin endpoint's connections open at once (more
+// wait in its listen queue): a flood of them must not take the
+// descriptors the proxy's loops need.
+const AdminMaxConns = 16
 
 // fdFixed is the descriptors the proxy holds besides inbound connections
 // and backend links: standard streams, the listener, a poller and its
 // eventfd per loop plus the acceptor's, a doorbell (two ends) per loop,
-// the Go runtime's poller, the admin listener and its few connections,
-// and log files. Generous: a descriptor too many here costs one
-// connection, one too few can stop the engine.
-func fdFixed(loops int) int { return 32 + 4*loops }
+// the Go runtime's poller, the admin listener and its connections, the
+// registry's connections, and log files. Generous: a descriptor too many
+// here costs one connection, one too few can stop the engine.
+func fdFixed(loops int) int { return 32 + AdminMaxConns + 4*loops }
+
+// linkMin is the descriptors kept for backend links whatever MaxConns
+// says: a proxy that cannot open a link serves nobody.
+func linkMin(loops int) int { return 8 * loops }
+
+// linkBudget is the descriptors backend links may hold under an
+// open-files limit of limit (0: unknown) with maxConns inbound
+// connections: what fdFixed, the inbound cap and the accept margin leave.
+// A link holds two while its dial is handed to gnet (gnet duplicates the
+// socket), one once open.
+func linkBudget(limit, loops, maxConns int) int64 {
+	if limit <= 0 || limit > maxLimit {
+		limit = maxLimit
+	}
+	return int64(limit - fdFixed(loops) - maxConns - acceptMargin(limit))
+}
 
 // acceptMargin is room for connections gnet accepts while the cap is
 // reached: with several loops its acceptor drains the listen queue in a
@@ -28,16 +53,26 @@ const maxLimit = 1 << 24
 
 // connBudget returns the default and the largest MaxConns for an
 // open-files limit of limit (0: unknown) and loops event loops. The largest
-// keeps fdFixed and acceptMargin free; the default keeps a quarter of what
+// keeps fdFixed, acceptMargin and linkMin free; the default keeps a quarter of what
 // remains after fdFixed, which leaves room for backend data links (one
-// per backend per loop: about 20 backends with 2 loops at a limit of 256,
+// per backend per loop: about 8 backends with 2 loops at a limit of 256,
 // about 1800 at 20000) besides the accept margin.
 func connBudget(limit, loops int) (def, most int) {
 	if limit <= 0 || limit > maxLimit {
 		limit = maxLimit
 	}
 	avail := limit - fdFixed(loops)
-	most = avail - acceptMargin(limit)
+	most = avail - acceptMargin(limit) - linkMin(loops)
 	def = min(avail-avail/4, most)
 	return def, most // most < 1: the limit is too low to serve at all
+}
+
+// takeLinkFDs reserves n descriptors of the link budget; false when they
+// are not there. Safe from any goroutine.
+func (p *proxy) takeLinkFDs(n int64) bool {
+	if p.linkRoom.Add(-n) < 0 {
+		p.linkRoom.Add(n)
+		return false
+	}
+	return true
 }

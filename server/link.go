@@ -41,6 +41,7 @@ type link struct {
 	// them and when they last moved; when the fifo last became non-empty.
 	replies, tickReplies int64
 	progress, busySince  int64
+	fds                  int  // descriptors held in the budget (fdbudget.go)
 	failed               bool // its failure was reported: closing it is not another
 	split                codec.Splitter
 }
@@ -93,6 +94,7 @@ func (l *loop) dispatch(c *call, body []byte) {
 	pressedLen := 0
 	out := 0           // backends passed over for being ejected
 	panicking := false // every backend left is ejected: use them anyway
+	noRoom := false    // a backend passed over for want of a descriptor for its link
 	skip := func(b *pool.Backend) bool {
 		if b == c.last { // alone in its policy it gets backend_unavailable below: no probe for it
 			return true
@@ -101,7 +103,12 @@ func (l *loop) dispatch(c *call, body []byte) {
 			out++
 			return true
 		}
-		if lk := l.links[b]; lk != nil {
+		lk := l.links[b]
+		if (lk == nil || lk.state == linkDown) && l.p.linkRoom.Load() < 2 {
+			noRoom = true // no descriptor for its link (fdbudget.go): another may have one
+			return true
+		}
+		if lk != nil {
 			switch {
 			case !lk.usable(clock):
 				return true
@@ -138,13 +145,21 @@ func (l *loop) dispatch(c *call, body []byte) {
 	if b == nil {
 		b = pressed
 	}
+	if b == nil && noRoom {
+		l.p.linksRefused.Add(1)
+		l.answerError(c, codec.CodeOverloaded, "the proxy has no file descriptor left for a connection to a backend of policy "+itoa(c.policy))
+		return
+	}
 	if b == nil || b == c.last {
 		l.answerError(c, codec.CodeBackendUnavailable, "no backend of policy "+itoa(c.policy)+" could be reached")
 		return
 	}
 	lk := l.links[b]
 	if lk == nil || lk.state == linkDown {
-		lk = l.dial(b)
+		if lk = l.dial(b); lk == nil {
+			l.answerError(c, codec.CodeOverloaded, "the proxy has no file descriptor left for a connection to a backend of policy "+itoa(c.policy))
+			return
+		}
 	}
 	if b == pressed {
 		if lk.stalled(clock()) || lk.full() {
@@ -233,10 +248,15 @@ func (lk *link) unblock() {
 	lk.waiters = lk.waiters[:0]
 }
 
-// dial starts this loop's data connection to b. The dial runs on its own
-// goroutine; the connection joins this loop (OnOpen runs here) or the
+// dial starts this loop's data connection to b, or returns nil when the
+// descriptor budget has no room for it (fdbudget.go). The dial runs on its
+// own goroutine; the connection joins this loop (OnOpen runs here) or the
 // failure comes back as a task.
 func (l *loop) dial(b *pool.Backend) *link {
+	if !l.p.takeLinkFDs(2) { // the dialed socket, and gnet's duplicate of it
+		l.p.linksRefused.Add(1)
+		return nil
+	}
 	lk := l.links[b]
 	if lk == nil {
 		lk = &link{loop: l, backend: b}
@@ -245,6 +265,7 @@ func (l *loop) dial(b *pool.Backend) *link {
 		l.links[b] = lk
 	}
 	lk.state = linkDialing
+	lk.fds = 2
 	l.metrics.n[mDials]++
 	go dialBackend(lk, b.Addr, l.lim.dialTimeout)
 	return lk
@@ -281,6 +302,7 @@ func dialBackend(lk *link, addr string, timeout time.Duration) {
 // opened runs in OnOpen: the queued calls can go.
 func (lk *link) opened(gc gnet.Conn) {
 	lk.gc = gc
+	lk.releaseFDs(1) // the dialed socket is closed: gnet holds its duplicate
 	lk.linkState = linkState{state: linkUp}
 	if n := lk.fifo.Len(); n > 0 { // their wait for the dial is not the backend's latency
 		now := lk.loop.clock()
@@ -294,8 +316,16 @@ func (lk *link) opened(gc gnet.Conn) {
 	}
 }
 
+// releaseFDs gives back n of the descriptors the link holds in the budget.
+func (lk *link) releaseFDs(n int) {
+	n = min(n, lk.fds)
+	lk.fds -= n
+	lk.loop.p.linkRoom.Add(int64(n))
+}
+
 func (lk *link) dialFailed(err error) {
 	l := lk.loop
+	lk.releaseFDs(lk.fds)
 	lk.linkState = linkState{state: linkDown, downUntil: l.clock() + l.lim.downFor}
 	l.metrics.n[mDialErrors]++
 	l.p.cfg.Logger.Warn("backend unreachable: check that it listens on addr, reachable from the proxy",
@@ -413,6 +443,7 @@ var errUnasked = errors.New("server: a reply with no request in flight")
 // another backend or answered backend_unavailable.
 func (lk *link) closed(gc gnet.Conn, err error) {
 	l := lk.loop
+	lk.releaseFDs(lk.fds)
 	lk.gc = nil
 	lk.linkState = linkState{state: linkDown}
 	if l.links[lk.backend] == lk {

@@ -68,6 +68,12 @@ type proxy struct {
 	open    atomic.Int64
 	refused atomic.Int64 // connections closed at once for the cap
 
+	// Descriptors backend links may still take (linkBudget), and the
+	// links not dialed for want of them.
+	linkRoom      atomic.Int64
+	linksRefused  atomic.Int64
+	linksReported int64 // the tick's own: what the log reported last
+
 	// The tick's own (OnTick runs on one goroutine): what the refusal log
 	// reported last, and when.
 	refusedLogged int64
@@ -113,6 +119,7 @@ func New(cfg Config) (*Proxy, error) {
 		static:   map[int64]*pool.Backend{},
 		epoch:    time.Now(),
 	}
+	p.linkRoom.Store(linkBudget(openFilesLimit(), cfg.Loops, cfg.MaxConns))
 	p.apply(cfg)
 	p.metrics = newMetrics(p)
 	return &Proxy{p}, nil
@@ -203,9 +210,13 @@ func (p *proxy) serve() {
 	defer close(p.done)
 	// One engine for both listeners (gnet.Rotate), so that a lease, a
 	// client and their data connections share the same event loops.
-	listen, err := gnetio.ListenAddr(p.cfg.Listen)
+	addr := gnetio.ClaimAddr // the port is this proxy's alone (Config.SharePort)
+	if p.cfg.SharePort {
+		addr = gnetio.ListenAddr
+	}
+	listen, err := addr(p.cfg.Listen)
 	if err == nil && p.cfg.RegisterListen != "" {
-		p.regListen, err = gnetio.ListenAddr(p.cfg.RegisterListen)
+		p.regListen, err = addr(p.cfg.RegisterListen)
 	}
 	if err != nil {
 		p.runErr = err
@@ -586,6 +597,7 @@ func (p *proxy) OnTick() (time.Duration, gnet.Action) {
 	}
 	p.mu.Unlock()
 	p.logRefused()
+	p.logLinksRefused()
 	p.metrics.logErrors(p.cfg.Logger, p.live.Load().cfg.ErrorLogEvery)
 	return tickInterval(p.live.Load().cfg.Timeout), gnet.None
 }
@@ -608,6 +620,19 @@ func (p *proxy) logRefused() {
 
 func tickInterval(timeout time.Duration) time.Duration {
 	return min(max(timeout/50, time.Millisecond), 50*time.Millisecond)
+}
+
+// logLinksRefused logs the backend links not dialed for want of
+// descriptors since the last line, at most once per refusedLogEvery (it
+// shares the connection refusals' clock).
+func (p *proxy) logLinksRefused() {
+	n := p.linksRefused.Load()
+	if n == p.linksReported || time.Since(p.refusedLogAt) < refusedLogEvery {
+		return
+	}
+	p.cfg.Logger.Warn("backend connections not opened: the open-files limit has no room left for them; requests for those backends were answered overloaded (raise ulimit -n, or lower -max-conns)",
+		"refused", n-p.linksReported, "total", n, "max_conns", p.cfg.MaxConns, "open_files", openFilesLimit())
+	p.linksReported, p.refusedLogAt = n, time.Now()
 }
 
 // isOwnAddr reports whether host:port, a backend's data address, is one of

@@ -119,3 +119,21 @@ func TestInheritSkipsStatic(t *testing.T) {
 		t.Fatalf("backends %+v; want static 5 as configured and inherited 6", got)
 	}
 }
+
+// A second proxy on the address of another is refused, unless it is told
+// to share it (SharePort, as the new process of an upgrade).
+func TestPortInUseRefusedUnlessShared(t *testing.T) {
+	first := startProxy(t, Config{Loops: 1})
+	second, err := New(Config{Listen: first.Addr(), Loops: 1, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(); err == nil {
+		second.Shutdown(context.Background())
+		t.Fatalf("a second proxy started on %s, the address of another", first.Addr())
+	}
+	beside := startProxy(t, Config{Listen: first.Addr(), Loops: 1, SharePort: true})
+	if beside.Addr() != first.Addr() {
+		t.Fatalf("the sharing proxy listens on %s; want %s", beside.Addr(), first.Addr())
+	}
+}

@@ -124,6 +124,27 @@ func TestConnectionFloodUnderLowFileLimit(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	// Admin connections past the limit, held open through the flood: the
+	// admin endpoint takes at most server.AdminMaxConns of them at once
+	// (the others wait in its listen queue), or they would take the
+	// descriptors the loops accept with.
+	var adminConns []net.Conn
+	for range limit + 44 {
+		nc, err := net.DialTimeout("tcp", adminAddr, 3*time.Second)
+		if err != nil {
+			break
+		}
+		adminConns = append(adminConns, nc)
+	}
+	defer func() {
+		for _, nc := range adminConns {
+			nc.Close()
+		}
+	}()
+	if !served() {
+		t.Fatalf("no reply with %d admin connections open\n%s", len(adminConns), logs())
+	}
+
 	// The flood: 4x the limit, from several goroutines at once.
 	const flood = 4 * limit
 	var (
@@ -161,6 +182,10 @@ func TestConnectionFloodUnderLowFileLimit(t *testing.T) {
 		t.Fatalf("proxy exited during the flood: %v\n%s", exitErr, logs())
 	default:
 	}
+	for _, nc := range adminConns { // the metric below needs an admin connection
+		nc.Close()
+	}
+	adminConns = nil
 	refused := metric(t, adminAddr, "prism_connections_refused_total")
 	maxConns := regexp.MustCompile(`max_conns=(\d+)`).FindStringSubmatch(logs())
 	t.Logf("flood: %d connections opened, %d closed by the proxy, %d refused (metric), max_conns %v",

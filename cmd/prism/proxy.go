@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/prism-proxy/prism/server"
 
 	"github.com/prism-proxy/prism/internal/flagx"
@@ -139,7 +141,9 @@ func runProxy(args []string) int {
 		}
 		logger.Info("admin listening", "addr", ln.Addr().String())
 		admin = newAdminServer(p.AdminHandler(), logger)
-		go serveAdmin(admin, ln, logger)
+		// Capped: a flood of admin connections must not take the
+		// descriptors the proxy's loops need (server.AdminMaxConns).
+		go serveAdmin(admin, netutil.LimitListener(ln, server.AdminMaxConns), logger)
 	}
 	// The admin endpoint stays up through the drain, to watch it.
 	forced := false
@@ -213,15 +217,17 @@ func shutdownProxy(ctx context.Context, p *server.Proxy, res chan<- error) {
 }
 
 // newAdminServer is the admin endpoint's HTTP server. Its timeouts keep a
-// slow or idle client from holding a connection: the endpoint's answers are
-// small and quick, so 30s to write one is generous.
+// slow or idle client from holding one of its few connections
+// (server.AdminMaxConns) for long: the endpoint's answers are small and
+// quick, so 30s to write one is generous, and a scraper that comes back
+// every few seconds gains little from keeping its connection idle.
 func newAdminServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 }

@@ -54,6 +54,7 @@ func notifyUpgrade() chan os.Signal {
 func upgradedConfig(cfg *server.Config) {
 	if a := os.Getenv(envListen); a != "" {
 		cfg.Listen = a
+		cfg.SharePort = true // beside the older process, until it hands over
 	}
 	if a := os.Getenv(envRegListen); a != "" {
 		cfg.RegisterListen = a

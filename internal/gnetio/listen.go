@@ -35,8 +35,8 @@ func ListenAddr(listen string) (string, error) {
 // ClaimAddr is ListenAddr for a server that must own its port alone: it
 // fails when something listens on listen already. SO_REUSEPORT lets
 // another process of the same user bind the same port and share its
-// connections, which for a backend server means requests of one policy
-// answered by a server of another. Another process could still bind in
+// connections: for a backend server, requests of one policy answered by a
+// server of another; for a proxy, clients served by another proxy. Another process could still bind in
 // between the check and gnet's bind: the check catches a server started
 // twice by mistake, not a race.
 func ClaimAddr(listen string) (string, error) {
