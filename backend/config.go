@@ -95,6 +95,11 @@ type Config struct {
 	Loops int
 	// MaxFrame bounds a request's size. Zero or negative: codec.DefaultMaxFrame.
 	MaxFrame int
+	// MaxConns caps the data connections open at once; one past it is
+	// closed as it opens. gnet stops a loop, and the server, when accept
+	// meets EMFILE: the cap keeps the descriptors under the open-files
+	// limit. Zero or negative: the limit less 64 and a sixteenth of it.
+	MaxConns int
 	// Retry is the longest wait between attempts to (re)register. Zero or
 	// negative: 2s.
 	Retry time.Duration
@@ -178,6 +183,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			return err
 		})
 	fs.IntVar(&c.Loops, "loops", c.Loops, "event loops")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "data `connections` open at once, past which new ones are closed; 0: from the open-files limit")
 	fs.DurationVar(&c.Delay, "delay", c.Delay, "answer every request this long after it arrived (a slow backend); 0: at once")
 	fs.DurationVar(&c.ReplacedRetry, "replaced-retry", c.ReplacedRetry,
 		"after another server registered this id, wait this long before registering again; negative: never")
@@ -240,4 +246,15 @@ func (f modeFlag) Set(s string) error {
 		*f.p = m
 	}
 	return err
+}
+
+// defaultMaxConns is the data connection cap for an open-files limit of
+// limit (0: unknown): room is kept for the leases, the engine's pollers
+// and the process's own files, and for the connection a loop accepts
+// before OnOpen refuses it.
+func defaultMaxConns(limit int) int {
+	if limit <= 0 {
+		return 1 << 20
+	}
+	return max(limit-64-limit/16, 1)
 }

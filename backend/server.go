@@ -35,12 +35,13 @@ var (
 // registered (re-registering when a lease drops). Methods are safe from any
 // goroutine.
 type Server struct {
-	cfg    Config
-	engine gnet.Engine
-	port   int
-	booted chan struct{}
-	done   chan struct{} // closed when the engine returned
-	runErr error
+	cfg     Config
+	engine  gnet.Engine
+	port    int
+	booted  chan struct{}
+	done    chan struct{} // closed when the engine returned
+	release func()        // of the port held for port 0, once listening
+	runErr  error
 
 	ctx      context.Context // ends at Shutdown: the leases drop
 	cancel   context.CancelFunc
@@ -56,15 +57,22 @@ type Server struct {
 	gaveUp   map[string]error // proxies no longer registered with, and why
 	ackCh    chan struct{}    // closed and replaced on each ack change
 
-	served atomic.Uint64
+	served   atomic.Uint64
+	open     atomic.Int64 // data connections open, against maxConns
+	maxConns int64        // Config.MaxConns, resolved
+	refused  atomic.Uint64
 }
 
 // New returns a backend server with cfg's defaults resolved; Start runs it.
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.resolve()
 	ctx, cancel := context.WithCancel(context.Background())
+	maxConns := cfg.MaxConns
+	if maxConns <= 0 {
+		maxConns = defaultMaxConns(gnetio.OpenFilesLimit())
+	}
 	return &Server{
-		cfg: cfg, booted: make(chan struct{}), done: make(chan struct{}),
+		cfg: cfg, maxConns: int64(maxConns), booted: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel, leases: map[string]*leaseHandle{},
 		acked: map[string]bool{}, gaveUp: map[string]error{},
 		ackCh: make(chan struct{}),
@@ -114,14 +122,29 @@ func (s *Server) serve() {
 	defer close(s.done)
 	// A listener per loop (gnetio.ListenAddr): a loop accepts and opens a
 	// connection on its own goroutine, so none is lost when the engine
-	// stops (a proxy dials its backends all the time), and a flood of
-	// connections cannot stop the engine with EMFILE. The port is its own
-	// (gnetio.ClaimAddr): a second server on it is refused, not shared.
-	listen, err := gnetio.ClaimAddr(s.cfg.Listen)
+	// stops (a proxy dials its backends all the time), and OnOpen closes
+	// one past Config.MaxConns before the loop accepts another, so a flood
+	// cannot run the process out of descriptors (EMFILE at accept stops
+	// the loop). The port is its own (gnetio.ClaimAddr): a second server
+	// on it is refused, not shared.
+	listen, release, err := gnetio.ClaimAddr(s.cfg.Listen)
 	if err != nil {
 		s.runErr = err
 		return
 	}
+	s.release = release
+	defer func() {
+		s.mu.Lock()
+		asked := s.closed
+		s.mu.Unlock()
+		if !asked { // gnet stopped on its own (a loop's error): the leases go too
+			if s.runErr == nil {
+				s.runErr = ErrEngineStopped
+			}
+			s.cfg.Logger.Error("the data port stopped serving", "err", s.runErr)
+			s.cancel()
+		}
+	}()
 	s.runErr = gnet.Run(&events{s: s}, "tcp://"+listen,
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReusePort(true),
@@ -229,6 +252,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close is Shutdown without a deadline.
 func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
+// ErrEngineStopped is Err's answer when the data port stopped serving
+// without Shutdown or Close.
+var ErrEngineStopped = errors.New("backend: the data port's engine stopped")
+
+// Done is closed when the data port stopped serving: after Shutdown or
+// Close, or on its own (then Err says why, and the leases are dropped).
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is why the data port stopped serving on its own; nil while it
+// serves, or after Shutdown or Close.
+func (s *Server) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed && !errors.Is(s.runErr, ErrEngineStopped) {
+		return nil
+	}
+	return s.runErr
+}
+
+// Refused is how many data connections were closed as they opened, past
+// Config.MaxConns.
+func (s *Server) Refused() uint64 { return s.refused.Load() }
 
 // stop waits for the leases to drop and the engine to boot, then stops it.
 func (s *Server) stop() {
@@ -391,6 +442,7 @@ func (e *events) OnBoot(eng gnet.Engine) gnet.Action {
 		_, p, _ := net.SplitHostPort(s.cfg.Listen)
 		s.port, _ = strconv.Atoi(p)
 	}
+	s.release() // the port picked for port 0 was held until now (gnetio.ListenAddr)
 	close(s.booted)
 	return gnet.None
 }
@@ -408,6 +460,13 @@ type backendConn struct {
 // OnOpen sets up a data connection.
 func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
+	if s.open.Add(1) > s.maxConns { // a loop accepts one at a time: at most one over
+		s.open.Add(-1)
+		if n := s.refused.Add(1); n&(n-1) == 0 { // logged at 1, 2, 4, 8...: a flood is not a line each
+			s.cfg.Logger.Warn("data connections refused: at the connection cap", "refused", n, "max_conns", s.maxConns)
+		}
+		return nil, gnet.Close
+	}
 	bc := &backendConn{}
 	bc.split.Max = s.cfg.MaxFrame
 	c.SetContext(bc)
@@ -420,7 +479,12 @@ func (e *events) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 
 // OnClose stops a connection's delayed writer.
 func (e *events) OnClose(c gnet.Conn, _ error) gnet.Action {
-	if bc, ok := c.Context().(*backendConn); ok && bc.delay != nil {
+	bc, ok := c.Context().(*backendConn)
+	if !ok {
+		return gnet.None // refused in OnOpen
+	}
+	e.s.open.Add(-1)
+	if bc.delay != nil {
 		bc.delay.close()
 	}
 	return gnet.None

@@ -305,3 +305,52 @@ func TestPortInUseRefused(t *testing.T) {
 		t.Fatalf("a server started on %s, the port of a plain listener", ln.Addr())
 	}
 }
+
+// Data connections past MaxConns are closed as they open, and counted:
+// gnet stops a loop, and the server, when accept meets EMFILE, so the
+// cap (by default from the open-files limit) keeps descriptors under it.
+// The server goes on serving, and a connection freed makes room.
+func TestMaxConns(t *testing.T) {
+	const most = 4
+	s := start(t, Config{ID: 3, Policy: 7, Loops: 2, MaxConns: most})
+	var conns []net.Conn
+	for range 3 * most {
+		conns = append(conns, dialData(t, s))
+	}
+	served := 0
+	for _, nc := range conns {
+		c := client.New(nc, client.Options{})
+		nc.SetDeadline(time.Now().Add(2 * time.Second))
+		if r, err := c.Call(context.Background(), 9, 7, "x"); err == nil && r.Payload == "x" {
+			served++
+		}
+	}
+	if served != most || s.Refused() != 2*most {
+		t.Fatalf("%d of %d connections served, %d refused; want %d and %d", served, len(conns), s.Refused(), most, 2*most)
+	}
+	for _, nc := range conns {
+		nc.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.open.Load() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still counted open", s.open.Load())
+		}
+	}
+	c := client.New(dialData(t, s), client.Options{})
+	if r, err := c.Call(context.Background(), 9, 7, "again"); err != nil || r.Payload != "again" {
+		t.Fatalf("after the flood: %+v %v", r, err)
+	}
+	select {
+	case <-s.Done():
+		t.Fatalf("the server stopped: %v", s.Err())
+	default:
+	}
+}
+
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tt := range []struct{ limit, want int }{{1024, 896}, {256, 176}, {20000, 18686}, {0, 1 << 20}, {40, 1}} {
+		if got := defaultMaxConns(tt.limit); got != tt.want {
+			t.Errorf("defaultMaxConns(%d) = %d; want %d", tt.limit, got, tt.want)
+		}
+	}
+}

@@ -6,10 +6,13 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/prism-proxy/prism/internal/gnetio"
 )
 
 // Half-close. gnet has no half-closed state: a client's FIN (it shut down
@@ -28,18 +31,18 @@ import (
 //
 // Requests the client sent before its FIN but the proxy had not parsed yet
 // (it was over its in-flight or bytes cap) are still in gnet's buffer
-// during OnClose: finalParse takes them all then, caps aside (they are
-// held already, and no more can come), before gnet frees the buffer. An
-// incomplete message at the end is dropped: the client ended the stream
-// inside it.
+// during OnClose: finalParse keeps a copy, parsed as the client's caps
+// allow, as if it were still paused. An incomplete message at the end is
+// dropped: the client ended the stream inside it.
 
 // tail writes the answers due to a half-closed client.
 type tail struct {
-	nc   net.Conn
-	mu   sync.Mutex
-	bufs [][]byte
-	done bool          // no more answers: close after the last
-	kick chan struct{} // one pending wake-up
+	nc     net.Conn
+	unsent atomic.Int64 // bytes pushed and not written yet
+	mu     sync.Mutex
+	bufs   [][]byte
+	done   bool          // no more answers: close after the last
+	kick   chan struct{} // one pending wake-up
 }
 
 // startTail takes over gc's socket for writing, or returns nil.
@@ -68,6 +71,7 @@ func startTail(p *proxy, gc gnet.Conn, err error) *tail {
 
 // push hands b to the tail, which owns it from now on.
 func (t *tail) push(b []byte) {
+	t.unsent.Add(int64(len(b)))
 	t.mu.Lock()
 	t.bufs = append(t.bufs, b)
 	t.mu.Unlock()
@@ -110,6 +114,7 @@ func (t *tail) run(p *proxy, stopped <-chan struct{}) {
 			if _, err := t.nc.Write(b); err != nil {
 				return // the client is gone, or did not read in time
 			}
+			t.unsent.Add(-int64(len(b)))
 		}
 		if done {
 			return
@@ -117,16 +122,30 @@ func (t *tail) run(p *proxy, stopped <-chan struct{}) {
 	}
 }
 
-// finalParse parses what a half-closed client sent before its FIN and the
-// proxy had not parsed yet, from gc's buffer during OnClose.
+// finalParse keeps what a half-closed client sent before its FIN and the
+// proxy had not parsed yet (gc's buffer, during OnClose: gnet frees it
+// after), and parses it as a paused client's: as far as the client's caps
+// allow now, the rest as its answers go out (flush, and the tick, resume
+// it). The copy counts toward the loop's memory share until parsed; it is
+// no larger than the client's buffer cap (traffic sheds past it).
 func (ic *inConn) finalParse(gc gnet.Conn) {
-	if gc.InboundBuffered() == 0 {
+	n := gc.InboundBuffered()
+	if n == 0 || ic.closing || !ic.awaySince.IsZero() {
 		return
 	}
-	ic.gc, ic.finalRead, ic.paused = gc, true, false
-	ic.parse()
-	ic.gc, ic.finalRead = nil, false
-	if ic.blocked != nil { // a pressured link took one: nothing left to resume
-		ic.blocked = nil
+	b, _ := gc.Peek(-1)
+	ic.rest = &gnetio.Bytes{B: append([]byte(nil), b...)}
+	ic.paused, ic.blocked = true, nil // blocked: a link's waiter no more; its requests go anyway
+	ic.countInbound()
+	ic.loop.paused = append(ic.loop.paused, ic) // the tick resumes it (a duplicate entry does no harm)
+	ic.resumeParsing()
+}
+
+// pending is how many bytes of answers the tail has not written yet; 0 for
+// no tail. Safe from any goroutine.
+func (t *tail) pending() int {
+	if t == nil {
+		return 0
 	}
+	return int(t.unsent.Load())
 }

@@ -34,13 +34,13 @@ type inConn struct {
 	role  role
 
 	// client
-	queue     fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
-	paused    bool             // over the in-flight or outbound cap: not parsing
-	closing   bool             // close once queue drained (stream unusable)
-	shedding  bool             // answering "overloaded" to what is over the cap
-	finalRead bool             // parsing what it sent before its FIN: no caps (halfclose.go)
-	dirty     bool
-	out       []byte // answers due, in order; nil when none (a loop buffer)
+	queue    fifo.FIFO[*call] // requests in arrival order, until answered in turn (call.go)
+	paused   bool             // over the in-flight or outbound cap: not parsing
+	closing  bool             // close once queue drained (stream unusable)
+	shedding bool             // answering "overloaded" to what is over the cap
+	rest     *gnetio.Bytes    // after a half-close: what it sent and is not parsed yet (halfclose.go)
+	dirty    bool
+	out      []byte // answers due, in order; nil when none (a loop buffer)
 
 	held    int   // bytes of its requests in flight and replies held (limits.clientBytes)
 	tail    *tail // writes the answers due after a half-close
@@ -107,19 +107,39 @@ func (ic *inConn) overBudget() {
 
 // countInbound counts the bytes the connection sent and the proxy holds
 // unparsed (gnet's buffer: a partial message, or requests of a paused
-// client) toward its loop's memory share.
+// client; after a half-close, its rest) toward its loop's memory share.
 func (ic *inConn) countInbound() {
-	n := ic.gc.InboundBuffered()
+	n := 0
+	switch {
+	case ic.gc != nil:
+		n = ic.gc.InboundBuffered()
+	case ic.rest != nil:
+		n = len(ic.rest.B)
+	}
 	ic.loop.held += int64(n - ic.inbound)
 	ic.inbound = n
 }
 
+// readable reports whether the connection has input to parse: it is open,
+// or it was half-closed with requests not parsed yet.
+func (ic *inConn) readable() bool { return ic.gc != nil || ic.rest != nil }
+
+// input is what parse reads: gnet's buffer, or the rest after a half-close.
+func (ic *inConn) input() gnetio.Source {
+	if ic.gc != nil {
+		return ic.gc
+	}
+	return ic.rest
+}
+
 // canParse reports whether the connection may take more requests now.
 func (ic *inConn) canParse() bool {
-	if ic.finalRead {
-		return true
-	}
 	lim := &ic.loop.lim
+	if ic.gc == nil { // half-closed: its rest, as its answers go out (halfclose.go)
+		return ic.rest != nil && ic.queue.Len() < lim.clientInflight &&
+			ic.tail.pending()+len(ic.out)+ic.held < lim.clientBytes &&
+			ic.loop.held < lim.loopBytes
+	}
 	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
 		ic.gc.OutboundBuffered()+ic.held < lim.clientBytes &&
 		ic.loop.held < lim.loopBytes
@@ -127,28 +147,30 @@ func (ic *inConn) canParse() bool {
 
 // resumeParsing continues with requests left buffered while paused.
 func (ic *inConn) resumeParsing() {
-	if ic.gc == nil || !ic.paused || !ic.canParse() {
+	if !ic.readable() || !ic.paused || !ic.canParse() {
 		return
 	}
 	ic.paused = false
 	ic.parse()
-	if ic.gc != nil {
-		ic.countInbound() // what it parsed no longer counts toward the loop's share
+	ic.countInbound() // what it parsed no longer counts toward the loop's share
+	if ic.gc == nil {
+		ic.loop.markClientDirty(ic) // its flush finishes the tail once all is answered
 	}
 }
 
 func (ic *inConn) parse() {
-	if ic.closing || !ic.awaySince.IsZero() {
+	if ic.closing || !ic.awaySince.IsZero() || !ic.readable() {
 		return
 	}
 	l := ic.loop
 	l.stamp = l.clock()
 	ic.lastRead = l.stamp
-	f := gnetio.NewFrames(ic.gc, &ic.split)
+	src := ic.input()
+	f := gnetio.NewFrames(src, &ic.split)
 	framed := false // a message completed in this read
 	for {
 		if !ic.canParse() {
-			if !ic.paused && ic.gc.InboundBuffered() > 0 {
+			if !ic.paused && src.InboundBuffered() > 0 {
 				ic.paused = true
 				ic.loop.paused = append(ic.loop.paused, ic)
 			}
@@ -160,6 +182,8 @@ func (ic *inConn) parse() {
 			// A partial message started in this read when one ended in it;
 			// otherwise it is the one held since the last stamp.
 			switch {
+			case ic.gc == nil:
+				ic.rest = nil // the stream ended inside a message, or after the last
 			case !f.Partial():
 				ic.partialSince = 0
 			case framed || ic.partialSince == 0:
@@ -173,13 +197,18 @@ func (ic *inConn) parse() {
 		}
 		l.metrics.n[mClientIn] += int64(f.Size())
 		ic.message(body)
-		if ic.gc == nil || ic.closing {
+		if !ic.readable() || ic.closing {
 			return
 		}
 		f.Consume()
 		framed = true
 	}
-	f.Done()
+	if ic.readable() {
+		f.Done()
+	}
+	if ic.rest != nil && len(ic.rest.B) == 0 {
+		ic.rest = nil // all parsed: its tail ends with its last answer
+	}
 }
 
 // shed answers "overloaded" to the requests a paused client sent past
@@ -188,12 +217,20 @@ func (ic *inConn) parse() {
 // usable, while the proxy holds no more than the cap. (An error answer
 // is smaller than the request it refuses, but for the tiniest requests,
 // so this frees memory.)
+//
+// Each refused request is a call until its answer's turn, and tiny ones
+// cost more as calls than as bytes: past shedCalls calls queued the
+// connection is answered "overloaded" once more and closed.
 func (ic *inConn) shed(keep int) {
 	need := ic.gc.InboundBuffered() - keep
 	ic.shedding = true
 	defer func() { ic.shedding = false }()
 	f := gnetio.NewFrames(ic.gc, &ic.split)
 	for need > 0 {
+		if ic.queue.Len() >= shedCalls*ic.loop.lim.clientInflight {
+			ic.fatal(codec.CodeOverloaded, "far past the in-flight cap without reading the answers: connection closed")
+			return
+		}
 		body, err := f.Next()
 		if gnetio.Incomplete(err) {
 			break
@@ -213,15 +250,22 @@ func (ic *inConn) shed(keep int) {
 	f.Done()
 }
 
+// shedCalls bounds a shedding connection's queue, in in-flight caps.
+const shedCalls = 2
+
 // fatal answers code after the requests already queued, then closes: the
 // stream cannot be resynchronised.
 func (ic *inConn) fatal(code, text string) {
-	if ic.gc == nil {
+	if !ic.readable() {
 		return
 	}
 	ic.closing = true
-	ic.gc.Discard(-1)
-	ic.loop.p.cfg.Logger.Debug("closing a client connection", "peer", ic.gc.RemoteAddr().String(), "code", code, "reason", text)
+	if ic.gc != nil {
+		ic.gc.Discard(-1)
+		ic.loop.p.cfg.Logger.Debug("closing a client connection", "peer", ic.gc.RemoteAddr().String(), "code", code, "reason", text)
+	} else {
+		ic.rest = nil
+	}
 	c := ic.loop.newCall(ic, 0, 0)
 	ic.loop.answerError(c, code, text)
 }
@@ -240,8 +284,8 @@ func (ic *inConn) message(body []byte) {
 		if err == nil && m.Has&codec.HasType == 0 {
 			err = codec.ErrType
 		}
-		if err == nil && ic.role == roleUnknown && m.Type == codec.TypeSetup {
-			ic.role = roleLease
+		if err == nil && ic.role == roleUnknown && m.Type == codec.TypeSetup && ic.gc != nil {
+			ic.role = roleLease // (after a half-close a setup could hold no lease: refused as a request)
 		}
 		if err == nil && ic.role == roleLease {
 			ic.setup(m)
@@ -435,7 +479,12 @@ func (ic *inConn) flush() {
 		}
 	}
 	if ic.gc == nil {
-		if ic.tail != nil && ic.queue.Len() == 0 {
+		switch {
+		case ic.rest != nil: // half-closed, with requests to parse still
+			if ic.paused && ic.canParse() {
+				ic.loop.resume = append(ic.loop.resume, ic)
+			}
+		case ic.tail != nil && ic.queue.Len() == 0:
 			ic.tail.finish()
 			ic.tail = nil
 		}
@@ -466,8 +515,10 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 	ic.inbound = 0
 	delete(l.conns, ic)
 	// A closing client too (its stream broke after valid requests): the
-	// tail writes what is queued, the error last, as flush would have.
-	if ic.role == roleClient && (ic.queue.Len() > 0 || ic.out != nil || gc.InboundBuffered() > 0) {
+	// tail writes what is queued, the error last, as flush would have. And
+	// one that sent requests but had none parsed yet (paused at once).
+	client := ic.role == roleClient || ic.role == roleUnknown && !ic.regOnly
+	if client && (ic.queue.Len() > 0 || ic.out != nil || gc.InboundBuffered() > 0) {
 		if ic.tail = startTail(l.p, gc, err); ic.tail != nil {
 			ic.finalParse(gc)
 			l.markClientDirty(ic) // answers due go to the tail (halfclose.go)

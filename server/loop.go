@@ -135,7 +135,7 @@ func (l *loop) tick() {
 	}
 	for i := 0; i < len(l.paused); {
 		ic := l.paused[i]
-		if ic.gc == nil || !ic.paused {
+		if !ic.readable() || !ic.paused {
 			l.paused[i] = l.paused[len(l.paused)-1]
 			l.paused = l.paused[:len(l.paused)-1]
 			continue

@@ -56,6 +56,7 @@ type proxy struct {
 	addr      string
 	regAddr   *net.TCPAddr // the RegisterListen listener's address; nil: none
 	listen    string       // Config.Listen, its port 0 resolved (gnetio.ListenAddr)
+	release   func()       // of the ports held for port 0, once listening
 	regListen string       // Config.RegisterListen, the same
 	draining  atomic.Bool
 	handover  atomic.Bool // Handover began: clients are sent away
@@ -214,9 +215,14 @@ func (p *proxy) serve() {
 	if p.cfg.SharePort {
 		addr = gnetio.ListenAddr
 	}
-	listen, err := addr(p.cfg.Listen)
+	listen, release, err := addr(p.cfg.Listen)
+	p.release = release
 	if err == nil && p.cfg.RegisterListen != "" {
-		p.regListen, err = addr(p.cfg.RegisterListen)
+		var release2 func()
+		p.regListen, release2, err = addr(p.cfg.RegisterListen)
+		if err == nil {
+			p.release = func() { release(); release2() }
+		}
 	}
 	if err != nil {
 		p.runErr = err
@@ -468,6 +474,7 @@ func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 				"register_listen", p.cfg.RegisterListen)
 		}
 	}
+	p.release() // the ports picked for port 0 were held until now (gnetio.ListenAddr)
 	close(p.booted)
 	return gnet.None
 }

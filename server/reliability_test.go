@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -330,7 +332,7 @@ func TestHalfCloseGetsEveryAnswer(t *testing.T) {
 			nc.(*net.TCPConn).CloseWrite()
 			got, err := io.ReadAll(nc) // until the proxy closes
 			if err != nil {
-				t.Fatalf("read: %v", err)
+				t.Fatalf("read: %v (%d answers before)", err, bytes.Count(got, []byte(`"type":2`)))
 			}
 			sp := codec.Splitter{Framing: framing}
 			var dec codec.Decoder
@@ -466,7 +468,7 @@ func TestHalfCloseAfterFatalError(t *testing.T) {
 			nc.(*net.TCPConn).CloseWrite()
 			got, err := io.ReadAll(nc) // until the proxy closes
 			if err != nil {
-				t.Fatalf("read: %v", err)
+				t.Fatalf("read: %v (%d answers before)", err, bytes.Count(got, []byte(`"type":2`)))
 			}
 			sp := codec.Splitter{Framing: framing}
 			var dec codec.Decoder
@@ -486,5 +488,97 @@ func TestHalfCloseAfterFatalError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A client at its in-flight cap that sends tiny frames past its buffer
+// cap, without reading: each refused frame is a call until its answer's
+// turn (bytes cost less than calls here), so past shedCalls caps of calls
+// the connection is answered overloaded once more and closed, instead of
+// queueing a call per frame (5 MiB of 5-byte frames: 425,576 calls).
+func TestShedBoundsCalls(t *testing.T) {
+	const inflight = 4
+	p := startProxy(t, Config{Loops: 1, MaxClientInflight: inflight, Timeout: 5 * time.Second})
+	release := make(chan struct{})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { <-release; return s, true })
+	nc, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var out []byte
+	for i := range inflight {
+		out = codec.AppendFramed(out, codec.Binary, codec.AppendRequest(nil, int64(i), 7, "held"))
+	}
+	frame := codec.AppendFramed(nil, codec.Binary, []byte("x"))
+	for len(out) < 5<<20 {
+		out = append(out, frame...)
+	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	// The client's queue, and whether it is closing.
+	state := func() (int, bool) {
+		q, _ := runOnLoops(context.Background(), p.p, func(l *loop) [2]int {
+			for _, ic := range l.active {
+				if ic.closing {
+					return [2]int{ic.queue.Len(), 1}
+				}
+				return [2]int{ic.queue.Len(), 0}
+			}
+			return [2]int{}
+		})
+		return q[0][0], q[0][1] == 1
+	}
+	waitFor(t, "the connection to be closing", 5*time.Second, func() bool { _, c := state(); return c })
+	if q, _ := state(); q > (shedCalls+1)*inflight {
+		t.Fatalf("%d calls queued on one connection; want at most %d", q, (shedCalls+1)*inflight)
+	}
+	close(release)
+	got, err := io.ReadAll(nc) // the answers, then the close
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if n := bytes.Count(got, []byte(`"type":2`)); n != inflight {
+		t.Fatalf("%d replies; want %d", n, inflight)
+	}
+	t.Logf("%d replies, %d errors, then closed", inflight, bytes.Count(got, []byte(`"type":3`)))
+}
+
+// A client paused before its first message was parsed (its loop over its
+// memory share when it first read) and that half-closes still gets its
+// answers: it is taken for a client, though its role is not known yet.
+func TestHalfCloseBeforeFirstMessageParsed(t *testing.T) {
+	p := startProxy(t, Config{Loops: 1})
+	newFakeBackend(t, p, 1, 7, echo)
+	over := func(d int64) {
+		runOnLoops(context.Background(), p.p, func(l *loop) int { l.held += d; return 0 })
+	}
+	over(1 << 40) // the loop parses no new request
+	nc, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var out []byte
+	for i := range 3 {
+		out = codec.AppendFramed(out, codec.Binary, codec.AppendRequest(nil, int64(i), 7, "hi"))
+	}
+	nc.Write(out)
+	waitFor(t, "the requests held unparsed", 2*time.Second, func() bool {
+		n, _ := runOnLoops(context.Background(), p.p, func(l *loop) int { return len(l.paused) })
+		return n[0] > 0
+	})
+	nc.(*net.TCPConn).CloseWrite()
+	waitFor(t, "the FIN seen", 2*time.Second, func() bool { return p.Metrics().Snapshot().Conns <= 1 })
+	over(-1 << 40)
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if n := bytes.Count(got, []byte(`"type":2`)); n != 3 {
+		t.Fatalf("%d replies to the 3 requests sent before the FIN (read %q)", n, got)
 	}
 }

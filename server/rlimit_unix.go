@@ -2,16 +2,14 @@
 
 package server
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/prism-proxy/prism/internal/gnetio"
+)
 
 // openFilesLimit returns the soft open-files limit, or 0 when unknown.
-func openFilesLimit() int {
-	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > maxLimit {
-		return 0
-	}
-	return int(r.Cur)
-}
+func openFilesLimit() int { return gnetio.OpenFilesLimit() }
 
 // RaiseOpenFilesLimit raises the process's soft open-files limit to its
 // hard limit, as a server that derives its connection cap from the limit

@@ -43,7 +43,13 @@ func runBackend(args []string) int {
 	logger.Info("backend serving", "id", cfg.ID, "policy", cfg.Policy, "port", b.Port(), "mode", cfg.Mode.String())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	select {
+	case <-sig:
+	case <-b.Done(): // stopped on its own: its leases are gone
+		b.Close()
+		fmt.Fprintln(os.Stderr, "prism backend:", b.Err())
+		return 1
+	}
 	b.Close()
 	logger.Info("backend stopped", "id", cfg.ID, "served", b.Served())
 	return 0

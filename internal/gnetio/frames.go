@@ -2,6 +2,7 @@ package gnetio
 
 import (
 	"errors"
+	"io"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -25,16 +26,53 @@ import (
 // Use: for body, err := f.Next(); err == nil; body, err = f.Next() { ...;
 // f.Consume() }, then f.Done(). body is valid until Consume.
 type Frames struct {
-	gc    gnet.Conn
+	gc    Source
 	split *codec.Splitter
 	buf   []byte // text: what was peeked
 	off   int    // text: bytes of buf consumed
 	n     int    // size of the frame Next returned, header included
 }
 
+// Source is what Frames reads: a gnet.Conn's buffered bytes, or Bytes.
+type Source interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	InboundBuffered() int
+}
+
+var _ Source = gnet.Conn(nil)
+
+// Bytes is a Source over a byte slice: what a connection sent that is
+// kept after gnet let the connection go.
+type Bytes struct{ B []byte }
+
+// Peek returns the first n bytes (all for n < 0), or an error when there
+// are fewer.
+func (s *Bytes) Peek(n int) ([]byte, error) {
+	switch {
+	case n < 0:
+		return s.B, nil
+	case n > len(s.B):
+		return s.B, io.ErrShortBuffer
+	}
+	return s.B[:n], nil
+}
+
+// Discard drops the first n bytes (all for n < 0).
+func (s *Bytes) Discard(n int) (int, error) {
+	if n < 0 || n > len(s.B) {
+		n = len(s.B)
+	}
+	s.B = s.B[n:]
+	return n, nil
+}
+
+// InboundBuffered is how many bytes are left.
+func (s *Bytes) InboundBuffered() int { return len(s.B) }
+
 // NewFrames starts reading gc's buffered bytes with split, the connection's
 // splitter (its framing is detected from the first byte when unknown).
-func NewFrames(gc gnet.Conn, split *codec.Splitter) Frames {
+func NewFrames(gc Source, split *codec.Splitter) Frames {
 	f := Frames{gc: gc, split: split}
 	if split.Framing == codec.Unknown {
 		if b, err := gc.Peek(1); err == nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,4 +108,20 @@ func bound(fd int) (net.IP, int) {
 		return net.IP(a.Addr[:]), a.Port
 	}
 	return nil, 0
+}
+
+// holdPort: ListenAddr holds a port 0 it picked until the engine listens.
+const holdPort = true
+
+// holdControl sets SO_REUSEPORT on the socket that holds a picked port, so
+// that gnet's listeners can bind beside it.
+func holdControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

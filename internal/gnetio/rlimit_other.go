@@ -1,0 +1,6 @@
+//go:build !unix
+
+package gnetio
+
+// OpenFilesLimit: unknown on this platform.
+func OpenFilesLimit() int { return 0 }
