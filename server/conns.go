@@ -15,7 +15,13 @@ import "github.com/prism-proxy/prism/codec"
 func (l *loop) scanConns(now int64) {
 	lim := &l.lim
 	for ic := range l.conns {
-		if ic.gc == nil || ic.closing {
+		if ic.gc == nil {
+			continue
+		}
+		if ic.closing {
+			if ic.queue.Len() == 0 && ic.awaySince.IsZero() {
+				ic.linger(now) // its FIN once written, its close once lingered
+			}
 			continue
 		}
 		switch {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 
 	"github.com/prism-proxy/prism/codec"
 	"github.com/prism-proxy/prism/internal/fifo"
@@ -55,9 +56,10 @@ type inConn struct {
 	inbound      int // its unparsed bytes, as counted in loop.held
 
 	// Sent away by a handover (upgrade.go): since when (zero: not), and
-	// whether its write side is shut down.
+	// whether its write side is shut down (also by linger: since finAt).
 	awaySince time.Time
 	finSent   bool
+	finAt     int64
 
 	// lease
 	backend *pool.Backend
@@ -491,7 +493,7 @@ func (ic *inConn) flush() {
 		return
 	}
 	if ic.closing && ic.queue.Len() == 0 {
-		ic.gc.Close()
+		ic.linger(ic.loop.stamp)
 		return
 	}
 	if ic.gc.OutboundBuffered() > ic.loop.lim.outClose {
@@ -547,3 +549,32 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 	// Answers already in out are dropped by the flush that is due: the
 	// connection is on the loop's dirty list.
 }
+
+// linger ends a connection the proxy closes once its answers are due
+// (closing, its queue empty): when gnet has written them all it shuts
+// down the write side (FIN), and what the peer still sends is dropped
+// (traffic) until it closes its end or lingerFor passed (scanConns).
+// Closing at once with input unread would send a reset, and the peer could
+// lose the last answers, the error that says why among them.
+func (ic *inConn) linger(now int64) {
+	switch {
+	case ic.role == roleLease: // its backend leaves rotation now, not when its peer closes
+		ic.gc.Close()
+	case ic.finSent:
+		if now-ic.finAt > int64(lingerFor) {
+			ic.gc.Close()
+		}
+	case ic.out != nil || ic.gc.OutboundBuffered() > 0:
+		// gnet writes the rest as the socket takes it: scanConns looks again
+	default:
+		if err := unix.Shutdown(ic.gc.Fd(), unix.SHUT_WR); err != nil {
+			ic.gc.Close()
+			return
+		}
+		ic.finSent, ic.finAt = true, now
+	}
+}
+
+// lingerFor bounds how long a connection linger shut down stays open for
+// its peer to close its end.
+const lingerFor = 5 * time.Second
