@@ -521,13 +521,14 @@ func TestShedBoundsCalls(t *testing.T) {
 	// The client's queue, and whether it is closing.
 	state := func() (int, bool) {
 		q, _ := runOnLoops(context.Background(), p.p, func(l *loop) [2]int {
+			var st [2]int // the client is the loop's one active connection
 			for _, ic := range l.active {
+				st[0] = ic.queue.Len()
 				if ic.closing {
-					return [2]int{ic.queue.Len(), 1}
+					st[1] = 1
 				}
-				return [2]int{ic.queue.Len(), 0}
 			}
-			return [2]int{}
+			return st
 		})
 		return q[0][0], q[0][1] == 1
 	}
