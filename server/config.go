@@ -436,10 +436,10 @@ func (c Config) resolve() (Config, error) {
 	if c.Balance == "" {
 		c.Balance = balanceRR.String()
 	}
-	if c.RegisterListen != "" && c.RegisterListen == c.Listen {
+	if c.RegisterListen != "" && (c.RegisterListen == c.Listen || sameListener(c.RegisterListen, c.Listen)) {
 		// Even with port 0: the engine tells its listeners apart by the
 		// address as given.
-		return c, fmt.Errorf("%w: RegisterListen (-register-listen) %q is the Listen address", ErrConfig, c.RegisterListen)
+		return c, fmt.Errorf("%w: RegisterListen (-register-listen) %q is the Listen address %q, or overlaps it", ErrConfig, c.RegisterListen, c.Listen)
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = defaultIdleTimeout
@@ -563,4 +563,18 @@ func parseRegistry(s string) ([]string, error) {
 		eps = append(eps, f)
 	}
 	return eps, nil
+}
+
+// sameListener reports whether listeners on a and b would take the same
+// connections: the same port (not 0), on the same host or with either on
+// every address (an empty or unspecified host). Both being SO_REUSEPORT,
+// the kernel would let them bind.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	any := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return ha == hb || any(ha) || any(hb)
 }

@@ -76,8 +76,13 @@ func TestBadRegisterCIDR(t *testing.T) {
 	if _, err := New(Config{RegisterCIDR: "10.0.0.0/8,nonsense"}); err == nil || !strings.Contains(err.Error(), "nonsense") {
 		t.Fatalf("New: %v; want an error naming the bad network", err)
 	}
-	if _, err := New(Config{Listen: "127.0.0.1:9", RegisterListen: "127.0.0.1:9"}); err == nil {
-		t.Fatal("New with RegisterListen = Listen: no error")
+	for _, reg := range []string{"127.0.0.1:9", "0.0.0.0:9", ":9"} {
+		if _, err := New(Config{Listen: "127.0.0.1:9", RegisterListen: reg}); err == nil {
+			t.Fatalf("New with RegisterListen %s over Listen 127.0.0.1:9: no error", reg)
+		}
+	}
+	if _, err := New(Config{Listen: "127.0.0.1:9", RegisterListen: "127.0.0.2:9"}); err != nil {
+		t.Fatalf("New with RegisterListen on another address, same port: %v", err)
 	}
 }
 

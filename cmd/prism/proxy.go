@@ -20,6 +20,7 @@ import (
 	"github.com/prism-proxy/prism/server"
 
 	"github.com/prism-proxy/prism/internal/flagx"
+	"github.com/prism-proxy/prism/internal/gnetio"
 )
 
 func init() {
@@ -133,7 +134,7 @@ func runProxy(args []string) int {
 	defer rl.stop()
 	var admin *http.Server
 	if pa.admin != "" {
-		ln, err := net.Listen("tcp", pa.admin)
+		ln, err := listenAdmin(pa.admin, pa.cfg.SharePort)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "prism proxy: admin:", listenHint(err, pa.admin, "-admin"))
 			p.Shutdown(context.Background())
@@ -217,19 +218,23 @@ func shutdownProxy(ctx context.Context, p *server.Proxy, res chan<- error) {
 }
 
 // newAdminServer is the admin endpoint's HTTP server. Its timeouts keep a
-// slow or idle client from holding one of its few connections
+// slow client from holding one of its few connections
 // (server.AdminMaxConns) for long: the endpoint's answers are small and
-// quick, so 30s to write one is generous, and a scraper that comes back
-// every few seconds gains little from keeping its connection idle.
+// quick, so 30s to write one is generous.
 func newAdminServer(h http.Handler, logger *slog.Logger) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
+	// One request per connection: with at most server.AdminMaxConns served
+	// at once, a few clients keeping theirs alive and busy would shut the
+	// others (a liveness probe) out; closed after each answer they take
+	// turns in the listen queue.
+	srv.SetKeepAlivesEnabled(false)
+	return srv
 }
 
 // serveAdmin serves the admin endpoint on ln until srv is shut down.
@@ -276,4 +281,24 @@ func usageError(fs *flag.FlagSet, format string, a ...any) int {
 	fmt.Fprintf(fs.Output(), fs.Name()+": "+format+"\n", a...)
 	fs.Usage()
 	return 2
+}
+
+// listenAdmin opens the admin listener with SO_REUSEPORT, so that the new
+// process of an upgrade can open it beside this one (both serve it until
+// this one exits). Unless share (the new process of an upgrade), addr must
+// be free first: a second proxy started by mistake is refused, as for
+// -listen.
+func listenAdmin(addr string, share bool) (net.Listener, error) {
+	if !share {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			return ln, nil // a port of its own: nothing to share
+		}
+		ln.Close()
+	}
+	lc := net.ListenConfig{Control: gnetio.ReusePort}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -115,7 +115,14 @@ const holdPort = true
 
 // holdControl sets SO_REUSEPORT on the socket that holds a picked port, so
 // that gnet's listeners can bind beside it.
-func holdControl(_, _ string, c syscall.RawConn) error {
+func holdControl(network, address string, c syscall.RawConn) error {
+	return ReusePort(network, address, c)
+}
+
+// ReusePort is a net.ListenConfig Control that sets SO_REUSEPORT: another
+// listener of the same user may then bind the same address beside it, as
+// the new process of an upgrade does. Elsewhere than Linux it does nothing.
+func ReusePort(_, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)

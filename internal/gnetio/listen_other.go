@@ -19,3 +19,7 @@ func StopListening(...string) error { return ErrUnsupported }
 const holdPort = false
 
 func holdControl(_, _ string, _ syscall.RawConn) error { return nil }
+
+// ReusePort is a net.ListenConfig Control that sets SO_REUSEPORT on Linux;
+// here it does nothing.
+func ReusePort(_, _ string, _ syscall.RawConn) error { return nil }
