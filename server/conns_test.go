@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -245,39 +246,68 @@ func readBinary(t testing.TB, nc net.Conn) codec.Message {
 	return m
 }
 
-// Backend links hold descriptors from a budget (fdbudget.go): gnet stops
-// the engine when accept meets EMFILE, and a peer registers backends at
-// will. Past the budget a request whose backend would need a new link goes
-// to another backend of its policy that has one, or is answered
-// overloaded; a link that closes gives its descriptors back.
+// Backend links hold descriptors from each loop's share of a budget
+// (fdbudget.go): gnet stops the engine when accept meets EMFILE, and a
+// peer registers backends at will. Past the budget a request whose backend
+// would need a new link goes to another backend of its policy that has
+// one; or the least recently busy idle link is closed for it; or, with
+// every link busy, it is answered overloaded.
 func TestLinkBudget(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1})
-	p.p.linkRoom.Store(2) // one dial's worth
-	a := newFakeBackend(t, p, 1, 7, echo)
+	room := func(set int64) int64 {
+		r, _ := runOnLoops(context.Background(), p.p, func(l *loop) int64 {
+			if set > 0 {
+				l.linkRoom = set
+			}
+			return l.linkRoom
+		})
+		return r[0]
+	}
 	c := dial(t, p, codec.Binary)
-	if got := roundTrip(t, c, 1, 7, "a"); got.Type != codec.TypeReply {
+	release := make(chan struct{})
+	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
+		if s == "wait" {
+			<-release
+		}
+		return s, true
+	})
+	room(2) // one dial's worth (the loop exists once a connection came)
+	if got := roundTrip(t, c, 1, 7, "a"); got.Type != codec.TypeReply || got.SrcID != 1 {
 		t.Fatalf("first link: %+v", got)
 	}
-	waitFor(t, "the open link to hold one descriptor", 2*time.Second, func() bool { return p.p.linkRoom.Load() == 1 })
+	waitFor(t, "the open link to hold one descriptor", 2*time.Second, func() bool { return room(0) == 1 })
 
-	newFakeBackend(t, p, 2, 8, echo)
-	if got := roundTrip(t, c, 2, 8, "b"); got.Type != codec.TypeError || got.Code != codec.CodeOverloaded {
-		t.Fatalf("a link past the budget: %+v; want overloaded", got)
-	}
-	newFakeBackend(t, p, 3, 7, echo) // policy 7's second backend: no room for its link
+	newFakeBackend(t, p, 2, 7, echo) // policy 7's second backend: no room for its link
 	for i := range 6 {
-		if got := roundTrip(t, c, 3, 7, "c"); got.Type != codec.TypeReply || got.SrcID != 1 {
+		if got := roundTrip(t, c, 2, 7, "b"); got.Type != codec.TypeReply || got.SrcID != 1 {
 			t.Fatalf("request %d of policy 7: %+v; want backend 1's reply (the one with a link)", i, got)
 		}
 	}
-	if n := p.p.linksRefused.Load(); n < 1 {
-		t.Fatalf("links refused %d; want counted", n)
+	if s := p.Metrics().Snapshot(); s.LinksEvicted != 0 {
+		t.Fatalf("%d links evicted; want none: policy 7 has a backend with a link", s.LinksEvicted)
 	}
 
-	a.unregister() // its link closes: its descriptor is back
-	waitFor(t, "backend 1 to leave", 2*time.Second, func() bool { return len(policyBackends(p, 7)) == 1 })
-	waitFor(t, "its descriptor back", 2*time.Second, func() bool { return p.p.linkRoom.Load() == 2 })
-	if got := roundTrip(t, c, 4, 8, "d"); got.Type != codec.TypeReply || got.SrcID != 2 {
-		t.Fatalf("policy 8 once the budget has room: %+v; want backend 2's reply", got)
+	// Backend 1's link busy: policy 8 finds no room and no idle link.
+	c2 := dial(t, p, codec.Binary)
+	if err := c2.Send(3, 7, "wait"); err != nil || c2.Flush() != nil {
+		t.Fatal(err)
 	}
+	newFakeBackend(t, p, 3, 8, echo)
+	waitFor(t, "the request held by backend 1", 2*time.Second, func() bool { return p.Metrics().Snapshot().Inflight == 1 })
+	if got := roundTrip(t, c, 4, 8, "c"); got.Type != codec.TypeError || got.Code != codec.CodeOverloaded {
+		t.Fatalf("with every link busy and no room: %+v; want overloaded", got)
+	}
+	close(release)
+	if got := recv(t, c2); got.Type != codec.TypeReply || got.Payload != "wait" {
+		t.Fatalf("the held request: %+v", got)
+	}
+	// Idle again: policy 8 takes its descriptor.
+	if got := roundTrip(t, c, 5, 8, "d"); got.Type != codec.TypeReply || got.SrcID != 3 {
+		t.Fatalf("policy 8 with an idle link to evict: %+v; want backend 3's reply", got)
+	}
+	s := p.Metrics().Snapshot()
+	if s.LinksEvicted != 1 || s.LinksRefused < 1 {
+		t.Fatalf("links evicted %d, refused %d; want 1 and at least 1", s.LinksEvicted, s.LinksRefused)
+	}
+	waitFor(t, "one link open, one descriptor free", 2*time.Second, func() bool { return room(0) == 1 })
 }

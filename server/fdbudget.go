@@ -8,7 +8,8 @@ package server
 // Config.MaxConns, below the limit less a reserve; backend data links
 // (one per backend per loop, as backends register) by what the limit
 // leaves after the inbound cap (linkBudget: a request for a backend with
-// no link and no room for one is answered "overloaded"); admin
+// no link and no room for one takes the room of an idle link, or is
+// answered "overloaded"; each loop has its share); admin
 // connections by AdminMaxConns.
 
 // AdminMaxConns caps the admin endpoint's connections open at once (more
@@ -67,12 +68,24 @@ func connBudget(limit, loops int) (def, most int) {
 	return def, most // most < 1: the limit is too low to serve at all
 }
 
-// takeLinkFDs reserves n descriptors of the link budget; false when they
-// are not there. Safe from any goroutine.
-func (p *proxy) takeLinkFDs(n int64) bool {
-	if p.linkRoom.Add(-n) < 0 {
-		p.linkRoom.Add(n)
+// evictIdleLink closes this loop's least recently busy link that has
+// nothing in flight and nothing to write, to give its descriptor to a
+// link that is needed: false when there is none. Its descriptor counts as
+// free at once (gnet closes it within this poll).
+func (l *loop) evictIdleLink() bool {
+	var idle *link
+	for _, lk := range l.links {
+		if lk.state == linkUp && lk.gc != nil && lk.fifo.Len() == 0 && lk.unsentBytes == 0 &&
+			(idle == nil || lk.busySince < idle.busySince) {
+			idle = lk
+		}
+	}
+	if idle == nil {
 		return false
 	}
+	delete(l.links, idle.backend) // a later request for it dials afresh
+	idle.releaseFDs(idle.fds)
+	idle.gc.Close()
+	l.metrics.n[mLinksEvicted]++
 	return true
 }

@@ -104,7 +104,7 @@ func (l *loop) dispatch(c *call, body []byte) {
 			return true
 		}
 		lk := l.links[b]
-		if (lk == nil || lk.state == linkDown) && l.p.linkRoom.Load() < 2 {
+		if (lk == nil || lk.state == linkDown) && l.linkRoom < 2 {
 			noRoom = true // no descriptor for its link (fdbudget.go): another may have one
 			return true
 		}
@@ -145,8 +145,13 @@ func (l *loop) dispatch(c *call, body []byte) {
 	if b == nil {
 		b = pressed
 	}
+	if b == nil && noRoom && l.evictIdleLink() {
+		noRoom, out = false, 0
+		b = next() // with the room of a link nothing used
+	}
 	if b == nil && noRoom {
 		l.p.linksRefused.Add(1)
+		l.metrics.n[mLinksRefused]++
 		l.answerError(c, codec.CodeOverloaded, "the proxy has no file descriptor left for a connection to a backend of policy "+itoa(c.policy))
 		return
 	}
@@ -253,10 +258,12 @@ func (lk *link) unblock() {
 // own goroutine; the connection joins this loop (OnOpen runs here) or the
 // failure comes back as a task.
 func (l *loop) dial(b *pool.Backend) *link {
-	if !l.p.takeLinkFDs(2) { // the dialed socket, and gnet's duplicate of it
+	if l.linkRoom < 2 && !l.evictIdleLink() || l.linkRoom < 2 {
 		l.p.linksRefused.Add(1)
+		l.metrics.n[mLinksRefused]++
 		return nil
 	}
+	l.linkRoom -= 2 // the dialed socket, and gnet's duplicate of it
 	lk := l.links[b]
 	if lk == nil {
 		lk = &link{loop: l, backend: b}
@@ -320,7 +327,7 @@ func (lk *link) opened(gc gnet.Conn) {
 func (lk *link) releaseFDs(n int) {
 	n = min(n, lk.fds)
 	lk.fds -= n
-	lk.loop.p.linkRoom.Add(int64(n))
+	lk.loop.linkRoom += int64(n)
 }
 
 func (lk *link) dialFailed(err error) {

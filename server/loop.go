@@ -48,6 +48,7 @@ type loop struct {
 	retryTokens int64 // the retry budget (limits), in hundredths of a retry
 	lastTick    int64
 	samplesFrom int64 // latency samples of calls sent before it are not the backend's (sampleOK)
+	linkRoom    int64 // descriptors its links may still take (fdbudget.go)
 
 	tickTask gnet.Runnable
 
@@ -60,7 +61,7 @@ type loop struct {
 }
 
 func newLoop(p *proxy, el gnet.EventLoop) *loop {
-	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, conns: map[*inConn]struct{}{},
+	l := &loop{p: p, el: el, links: map[*pool.Backend]*link{}, conns: map[*inConn]struct{}{}, linkRoom: p.linkShare,
 		epoch: p.epoch, rng: pool.NewRand(uint64(time.Now().UnixNano()) ^ uint64(len(p.list))<<32)}
 	l.set = p.live.Load()
 	l.lim = l.set.lim

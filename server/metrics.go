@@ -27,6 +27,8 @@ const (
 	mAbandoned
 	mDials
 	mDialErrors
+	mLinksRefused // data connections not opened: no descriptor (fdbudget.go)
+	mLinksEvicted // idle data connections closed for a needed one
 	mBadReplies
 	mEjections
 	mEjectRefused
@@ -112,15 +114,19 @@ type Snapshot struct {
 	Abandoned  int64            // requests whose client left before the answer
 	Dials      int64            // data connections opened
 	DialErrors int64            // data connections that failed to open
-	BadReplies int64            // data connections closed for breaking the protocol
-	Ejections  int64            // backends taken out of rotation
-	Refused    int64            // ejections refused by the policy's cap
-	Readmitted int64            // ejected backends back after a successful probe
-	Stalls     int64            // data connections found stalled
-	Panics     int64            // requests routed to ejected backends (all of the policy's were)
-	NoBudget   int64            // retries refused by the retry budget
-	Held       int64            // bytes held for requests on their way and replies waiting (MaxMemory)
-	Conns      int64            // inbound connections open (clients and leases)
+	// Data connections not opened for want of a descriptor (their
+	// requests went elsewhere or got overloaded), and idle ones closed to
+	// give theirs to a needed one (fdbudget.go).
+	LinksRefused, LinksEvicted int64
+	BadReplies                 int64 // data connections closed for breaking the protocol
+	Ejections                  int64 // backends taken out of rotation
+	Refused                    int64 // ejections refused by the policy's cap
+	Readmitted                 int64 // ejected backends back after a successful probe
+	Stalls                     int64 // data connections found stalled
+	Panics                     int64 // requests routed to ejected backends (all of the policy's were)
+	NoBudget                   int64 // retries refused by the retry budget
+	Held                       int64 // bytes held for requests on their way and replies waiting (MaxMemory)
+	Conns                      int64 // inbound connections open (clients and leases)
 	// Inbound connections closed at once for being over Config.MaxConns,
 	// client connections closed after Config.IdleTimeout, and connections
 	// closed for a partial message held past Config.FrameTimeout.
@@ -157,6 +163,8 @@ func (m *Metrics) Snapshot() Snapshot {
 		s.Abandoned += get(mAbandoned)
 		s.Dials += get(mDials)
 		s.DialErrors += get(mDialErrors)
+		s.LinksRefused += get(mLinksRefused)
+		s.LinksEvicted += get(mLinksEvicted)
 		s.BadReplies += get(mBadReplies)
 		s.Ejections += get(mEjections)
 		s.Refused += get(mEjectRefused)
@@ -214,6 +222,8 @@ var (
 	descAbandoned = prometheus.NewDesc("prism_abandoned_total", "Requests whose client left before the answer.", nil, nil)
 	descDials     = prometheus.NewDesc("prism_backend_dials_total", "Data connections opened to backends.", nil, nil)
 	descDialErrs  = prometheus.NewDesc("prism_backend_dial_errors_total", "Data connections that failed to open.", nil, nil)
+	descLinksRef  = prometheus.NewDesc("prism_backend_connections_refused_total", "Data connections not opened for want of a file descriptor (the open-files limit): their requests went to another backend or were answered overloaded.", nil, nil)
+	descLinksEvi  = prometheus.NewDesc("prism_backend_connections_evicted_total", "Idle data connections closed to give their file descriptor to a needed one.", nil, nil)
 	descBadReply  = prometheus.NewDesc("prism_backend_protocol_errors_total", "Data connections closed because the backend broke the protocol (a bad or unasked reply).", nil, nil)
 	descEjections = prometheus.NewDesc("prism_backend_ejections_total", "Backends taken out of rotation (outlier ejection).", nil, nil)
 	descRefused   = prometheus.NewDesc("prism_backend_ejections_refused_total", "Ejections refused because the policy's share of ejected backends was at its cap.", nil, nil)
@@ -242,7 +252,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{descRequests, descReplies, descErrors, descLatency, descBackLat, descRetries, descLate,
-	descAbandoned, descDials, descDialErrs, descBadReply, descEjections, descRefused, descReadmit, descStalls,
+	descAbandoned, descDials, descDialErrs, descLinksRef, descLinksEvi, descBadReply, descEjections, descRefused, descReadmit, descStalls,
 	descPanics, descNoBudget, descHeld, descState, descConns, descLeases, descConnsRef, descIdle, descSlowFrame,
 	descInflight, descBackends, descRouted, descBackFail, descBackInfl, descClientIn, descClientOut, descBackIn, descBackOut, descRegUp, descRegBack}
 
@@ -282,6 +292,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descAbandoned, s.Abandoned)
 	counter(descDials, s.Dials)
 	counter(descDialErrs, s.DialErrors)
+	counter(descLinksRef, s.LinksRefused)
+	counter(descLinksEvi, s.LinksEvicted)
 	counter(descBadReply, s.BadReplies)
 	counter(descEjections, s.Ejections)
 	counter(descRefused, s.Refused)

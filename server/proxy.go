@@ -69,9 +69,9 @@ type proxy struct {
 	open    atomic.Int64
 	refused atomic.Int64 // connections closed at once for the cap
 
-	// Descriptors backend links may still take (linkBudget), and the
-	// links not dialed for want of them.
-	linkRoom      atomic.Int64
+	// Each loop's share of the descriptors backend links may take
+	// (linkBudget), and the links not dialed for want of them.
+	linkShare     int64
 	linksRefused  atomic.Int64
 	linksReported int64 // the tick's own: what the log reported last
 
@@ -120,7 +120,7 @@ func New(cfg Config) (*Proxy, error) {
 		static:   map[int64]*pool.Backend{},
 		epoch:    time.Now(),
 	}
-	p.linkRoom.Store(linkBudget(openFilesLimit(), cfg.Loops, cfg.MaxConns))
+	p.linkShare = max(linkBudget(openFilesLimit(), cfg.Loops, cfg.MaxConns)/int64(cfg.Loops), 2)
 	p.apply(cfg)
 	p.metrics = newMetrics(p)
 	return &Proxy{p}, nil
