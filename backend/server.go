@@ -133,6 +133,7 @@ func (s *Server) serve() {
 		return
 	}
 	s.release = release
+	defer release() // again, if the engine failed before OnBoot (closing twice is harmless)
 	defer func() {
 		s.mu.Lock()
 		asked := s.closed

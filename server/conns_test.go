@@ -256,8 +256,11 @@ func TestLinkBudget(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1})
 	room := func(set int64) int64 {
 		r, _ := runOnLoops(context.Background(), p.p, func(l *loop) int64 {
-			if set > 0 {
+			switch {
+			case set > 0:
 				l.linkRoom = set
+			case set < 0:
+				l.linkRoom = 0
 			}
 			return l.linkRoom
 		})
@@ -310,4 +313,16 @@ func TestLinkBudget(t *testing.T) {
 		t.Fatalf("links evicted %d, refused %d; want 1 and at least 1", s.LinksEvicted, s.LinksRefused)
 	}
 	waitFor(t, "one link open, one descriptor free", 2*time.Second, func() bool { return room(0) == 1 })
+
+	// No room at all (as with dials under way) and one idle link: closing
+	// it would free one descriptor of the two a dial takes, so none is
+	// closed for nothing.
+	room(-1)
+	newFakeBackend(t, p, 4, 9, echo)
+	if got := roundTrip(t, c, 6, 9, "e"); got.Type != codec.TypeError || got.Code != codec.CodeOverloaded {
+		t.Fatalf("with one idle link and no room: %+v; want overloaded", got)
+	}
+	if s := p.Metrics().Snapshot(); s.LinksEvicted != 1 {
+		t.Fatalf("links evicted %d; want still 1", s.LinksEvicted)
+	}
 }

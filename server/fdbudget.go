@@ -68,24 +68,44 @@ func connBudget(limit, loops int) (def, most int) {
 	return def, most // most < 1: the limit is too low to serve at all
 }
 
-// evictIdleLink closes this loop's least recently busy link that has
-// nothing in flight and nothing to write, to give its descriptor to a
-// link that is needed: false when there is none. Its descriptor counts as
-// free at once (gnet closes it within this poll).
+// evictIdleLink makes room for a dial (two descriptors) by closing this
+// loop's least recently busy links that have nothing in flight and nothing
+// to write: false, closing none, when there are not enough of them. Their
+// descriptors count as free at once, though gnet closes them after the
+// callbacks of this poll: at most maxEvicting of a loop's are closing at a
+// time, which the accept margin covers.
 func (l *loop) evictIdleLink() bool {
-	var idle *link
-	for _, lk := range l.links {
-		if lk.state == linkUp && lk.gc != nil && lk.fifo.Len() == 0 && lk.unsentBytes == 0 &&
-			(idle == nil || lk.busySince < idle.busySince) {
-			idle = lk
-		}
-	}
-	if idle == nil {
+	need := 2 - l.linkRoom
+	if need > int64(maxEvicting-l.evicting) {
 		return false
 	}
-	delete(l.links, idle.backend) // a later request for it dials afresh
-	idle.releaseFDs(idle.fds)
-	idle.gc.Close()
-	l.metrics.n[mLinksEvicted]++
+	var idle [2]*link // the least recently busy first
+	for _, lk := range l.links {
+		if lk.state != linkUp || lk.gc == nil || lk.fifo.Len() > 0 || lk.unsentBytes > 0 {
+			continue
+		}
+		switch {
+		case idle[0] == nil || lk.busySince < idle[0].busySince:
+			idle[0], idle[1] = lk, idle[0]
+		case idle[1] == nil || lk.busySince < idle[1].busySince:
+			idle[1] = lk
+		}
+	}
+	for i := range need {
+		if idle[i] == nil {
+			return false // not enough: close none
+		}
+	}
+	for _, lk := range idle[:need] {
+		delete(l.links, lk.backend) // a later request for it dials afresh
+		lk.releaseFDs(lk.fds)
+		lk.evicted = true
+		l.evicting++
+		lk.gc.Close()
+		l.metrics.n[mLinksEvicted]++
+	}
 	return true
 }
+
+// maxEvicting bounds a loop's evicted links gnet has not closed yet.
+const maxEvicting = 2

@@ -39,6 +39,7 @@ import (
 type tail struct {
 	nc     net.Conn
 	unsent atomic.Int64 // bytes pushed and not written yet
+	dead   atomic.Bool  // run returned: the client is gone, or the proxy stopped
 	mu     sync.Mutex
 	bufs   [][]byte
 	done   bool          // no more answers: close after the last
@@ -99,6 +100,7 @@ func (t *tail) run(p *proxy, stopped <-chan struct{}) {
 	defer p.tails.Done()
 	defer p.open.Add(-1) // the connection's slot (Config.MaxConns), kept until now
 	defer t.nc.Close()
+	defer t.dead.Store(true) // the loop drops what it still has for it (gone)
 	for {
 		var last bool
 		select {
@@ -149,3 +151,8 @@ func (t *tail) pending() int {
 	}
 	return int(t.unsent.Load())
 }
+
+// gone reports whether the tail writes no more: its client is gone (a
+// write failed: it reset, or did not read in time) or the proxy stopped.
+// Safe from any goroutine.
+func (t *tail) gone() bool { return t != nil && t.dead.Load() }

@@ -56,10 +56,11 @@ type inConn struct {
 	inbound      int // its unparsed bytes, as counted in loop.held
 
 	// Sent away by a handover (upgrade.go): since when (zero: not), and
-	// whether its write side is shut down (also by linger: since finAt).
+	// whether its write side is shut down (also by linger, lingering
+	// since lingerAt, loop clock).
 	awaySince time.Time
 	finSent   bool
-	finAt     int64
+	lingerAt  int64
 
 	// lease
 	backend *pool.Backend
@@ -138,9 +139,10 @@ func (ic *inConn) input() gnetio.Source {
 func (ic *inConn) canParse() bool {
 	lim := &ic.loop.lim
 	if ic.gc == nil { // half-closed: its rest, as its answers go out (halfclose.go)
-		return ic.rest != nil && ic.queue.Len() < lim.clientInflight &&
-			ic.tail.pending()+len(ic.out)+ic.held < lim.clientBytes &&
-			ic.loop.held < lim.loopBytes
+		return ic.rest != nil && (ic.tail.gone() || // resumeParsing drops it
+			ic.queue.Len() < lim.clientInflight &&
+				ic.tail.pending()+len(ic.out)+ic.held < lim.clientBytes &&
+				ic.loop.held < lim.loopBytes)
 	}
 	return ic.blocked == nil && ic.queue.Len() < lim.clientInflight &&
 		ic.gc.OutboundBuffered()+ic.held < lim.clientBytes &&
@@ -150,6 +152,11 @@ func (ic *inConn) canParse() bool {
 // resumeParsing continues with requests left buffered while paused.
 func (ic *inConn) resumeParsing() {
 	if !ic.readable() || !ic.paused || !ic.canParse() {
+		return
+	}
+	if ic.gc == nil && ic.tail.gone() { // half-closed, and gone since: nobody to answer
+		ic.rest = nil
+		ic.countInbound()
 		return
 	}
 	ic.paused = false
@@ -474,7 +481,7 @@ func (ic *inConn) flush() {
 			ic.loop.metrics.n[mClientOut] += int64(len(out))
 			ic.gc.Write(out) // on error OnClose runs inside
 			ic.loop.putBuf(out)
-		case ic.tail != nil:
+		case ic.tail != nil && !ic.tail.gone():
 			ic.tail.push(out) // its own now
 		default:
 			ic.loop.putBuf(out)
@@ -553,28 +560,32 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 // linger ends a connection the proxy closes once its answers are due
 // (closing, its queue empty): when gnet has written them all it shuts
 // down the write side (FIN), and what the peer still sends is dropped
-// (traffic) until it closes its end or lingerFor passed (scanConns).
-// Closing at once with input unread would send a reset, and the peer could
-// lose the last answers, the error that says why among them.
+// (traffic) until it closes its end. Closing at once with input unread
+// would send a reset, and the peer could lose the last answers, the error
+// that says why among them. It is closed lingerFor after lingering began,
+// its answers written or not: a peer that does not read keeps neither its
+// slot nor gnet's buffer. scanConns calls it again until then.
 func (ic *inConn) linger(now int64) {
+	if ic.lingerAt == 0 {
+		ic.lingerAt = now
+	}
 	switch {
 	case ic.role == roleLease: // its backend leaves rotation now, not when its peer closes
 		ic.gc.Close()
+	case now-ic.lingerAt > int64(lingerFor):
+		ic.gc.Close()
 	case ic.finSent:
-		if now-ic.finAt > int64(lingerFor) {
-			ic.gc.Close()
-		}
 	case ic.out != nil || ic.gc.OutboundBuffered() > 0:
-		// gnet writes the rest as the socket takes it: scanConns looks again
+		// gnet writes the rest as the socket takes it
 	default:
 		if err := unix.Shutdown(ic.gc.Fd(), unix.SHUT_WR); err != nil {
 			ic.gc.Close()
 			return
 		}
-		ic.finSent, ic.finAt = true, now
+		ic.finSent = true
 	}
 }
 
-// lingerFor bounds how long a connection linger shut down stays open for
-// its peer to close its end.
+// lingerFor bounds how long a connection linger ends stays open, from
+// the first call: to write its answers, then for its peer to close its end.
 const lingerFor = 5 * time.Second

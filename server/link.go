@@ -42,6 +42,7 @@ type link struct {
 	replies, tickReplies int64
 	progress, busySince  int64
 	fds                  int  // descriptors held in the budget (fdbudget.go)
+	evicted              bool // closed for its descriptor (evictIdleLink)
 	failed               bool // its failure was reported: closing it is not another
 	split                codec.Splitter
 }
@@ -104,6 +105,9 @@ func (l *loop) dispatch(c *call, body []byte) {
 			return true
 		}
 		lk := l.links[b]
+		if lk != nil && !lk.usable(clock) {
+			return true // before the room: a link down for a while needs none now
+		}
 		if (lk == nil || lk.state == linkDown) && l.linkRoom < 2 {
 			noRoom = true // no descriptor for its link (fdbudget.go): another may have one
 			return true
@@ -451,6 +455,9 @@ var errUnasked = errors.New("server: a reply with no request in flight")
 func (lk *link) closed(gc gnet.Conn, err error) {
 	l := lk.loop
 	lk.releaseFDs(lk.fds)
+	if lk.evicted {
+		l.evicting--
+	}
 	lk.gc = nil
 	lk.linkState = linkState{state: linkDown}
 	if l.links[lk.backend] == lk {

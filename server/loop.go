@@ -49,6 +49,7 @@ type loop struct {
 	lastTick    int64
 	samplesFrom int64 // latency samples of calls sent before it are not the backend's (sampleOK)
 	linkRoom    int64 // descriptors its links may still take (fdbudget.go)
+	evicting    int   // links evicted whose close gnet has not run yet
 
 	tickTask gnet.Runnable
 

@@ -239,6 +239,7 @@ func (p *proxy) serve() {
 	// cmd/prism) gives its descriptor back before the loop accepts
 	// another: at most one per loop is over the cap. Where gnet ignores the
 	// option the cap is only as good as acceptMargin.
+	defer func() { p.release() }() // again, if the engine failed before OnBoot (closing twice is harmless)
 	p.runErr = gnet.Rotate(p, addrs,
 		gnet.WithNumEventLoop(p.cfg.Loops),
 		gnet.WithReusePort(true),
