@@ -12,6 +12,7 @@ import (
 
 	"github.com/prism-proxy/prism/backend"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/backendtest"
 )
 
 func TestParseBalancing(t *testing.T) {
@@ -186,17 +187,5 @@ func TestP2CIgnoresProxyStall(t *testing.T) {
 // startDelayed starts an echo backend server of policy 7 that answers
 // every request delay late, registered with p.
 func startDelayed(t *testing.T, p *Proxy, id int64, delay time.Duration) {
-	s, err := backend.New(backend.Config{ID: id, Policy: 7, Proxies: []string{p.Addr()}, Delay: delay, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.WaitRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
+	backendtest.Start(t, backend.Config{ID: id, Policy: 7, Proxies: []string{p.Addr()}, Delay: delay, Logger: quiet})
 }

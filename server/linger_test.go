@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prism-proxy/prism/codec"
 )
 
 // A client made "closing" (shed past shedCalls) that never reads its
@@ -33,15 +31,7 @@ func TestLingerClosesNonReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	var out []byte
-	for i := range inflight {
-		out = codec.AppendFramed(out, codec.Binary, codec.AppendRequest(nil, int64(i), 7, "held"))
-	}
-	frame := codec.AppendFramed(nil, codec.Binary, []byte("x"))
-	for len(out) < 5<<20 {
-		out = append(out, frame...)
-	}
-	go nc.Write(out)
+	go nc.Write(tinyFlood(inflight))
 	conns := func() (n int, closing int, outbuf int, fin int) {
 		r, _ := runOnLoops(context.Background(), p.p, func(l *loop) [4]int {
 			var st [4]int

@@ -308,36 +308,16 @@ func TestMemoryBoundedBehindStalledBackend(t *testing.T) {
 // it had not read yet when the FIN came, because the client was over its
 // in-flight cap (20 requests, a cap of 3).
 func TestHalfCloseGetsEveryAnswer(t *testing.T) {
-	const requests = 20
+	const requestsSent = 20
 	p := startProxy(t, Config{Loops: 1, MaxClientInflight: 3})
-	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
-		time.Sleep(20 * time.Millisecond) // the answers come after the FIN
-		return strings.ToUpper(s), true
-	})
+	newFakeBackend(t, p, 1, 7, upperSlowly)
 	for _, framing := range []codec.Framing{codec.Text, codec.Binary} {
 		t.Run(framing.String(), func(t *testing.T) {
-			nc, err := net.Dial("tcp", p.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(10 * time.Second))
-			var out []byte
-			for i := range requests {
-				out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
-			}
-			if _, err := nc.Write(out); err != nil {
-				t.Fatal(err)
-			}
-			nc.(*net.TCPConn).CloseWrite()
-			got, err := io.ReadAll(nc) // until the proxy closes
-			if err != nil {
-				t.Fatalf("read: %v (%d answers before)", err, bytes.Count(got, []byte(`"type":2`)))
-			}
+			got := halfCloseExchange(t, p, requests(framing, requestsSent))
 			sp := codec.Splitter{Framing: framing}
 			var dec codec.Decoder
 			var m codec.Message
-			for i := range requests {
+			for i := range requestsSent {
 				body, n, err := sp.Next(got)
 				if err != nil {
 					t.Fatalf("answer %d: %v (read %q)", i, err, got)
@@ -441,35 +421,16 @@ func TestSetupOfProxyOwnAddressRefused(t *testing.T) {
 // half-close path takes a connection that was closing as well.
 func TestHalfCloseAfterFatalError(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1})
-	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) {
-		time.Sleep(20 * time.Millisecond) // the answers come after the FIN
-		return strings.ToUpper(s), true
-	})
+	newFakeBackend(t, p, 1, 7, upperSlowly)
 	for _, framing := range []codec.Framing{codec.Text, codec.Binary} {
 		t.Run(framing.String(), func(t *testing.T) {
-			nc, err := net.Dial("tcp", p.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(10 * time.Second))
-			var out []byte
-			for i := range 5 {
-				out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
-			}
+			out := requests(framing, 5)
 			if framing == codec.Binary {
 				out = append(out, 0xff, 0xff, 0xff, 0xff) // a length past -max-frame
 			} else {
 				out = append(out, " xyz "...) // not a JSON object
 			}
-			if _, err := nc.Write(out); err != nil {
-				t.Fatal(err)
-			}
-			nc.(*net.TCPConn).CloseWrite()
-			got, err := io.ReadAll(nc) // until the proxy closes
-			if err != nil {
-				t.Fatalf("read: %v (%d answers before)", err, bytes.Count(got, []byte(`"type":2`)))
-			}
+			got := halfCloseExchange(t, p, out)
 			sp := codec.Splitter{Framing: framing}
 			var dec codec.Decoder
 			var m codec.Message
@@ -506,16 +467,8 @@ func TestShedBoundsCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	var out []byte
-	for i := range inflight {
-		out = codec.AppendFramed(out, codec.Binary, codec.AppendRequest(nil, int64(i), 7, "held"))
-	}
-	frame := codec.AppendFramed(nil, codec.Binary, []byte("x"))
-	for len(out) < 5<<20 {
-		out = append(out, frame...)
-	}
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := nc.Write(out); err != nil {
+	if _, err := nc.Write(tinyFlood(inflight)); err != nil {
 		t.Fatal(err)
 	}
 	// The client's queue, and whether it is closing.
@@ -582,4 +535,55 @@ func TestHalfCloseBeforeFirstMessageParsed(t *testing.T) {
 	if n := bytes.Count(got, []byte(`"type":2`)); n != 3 {
 		t.Fatalf("%d replies to the 3 requests sent before the FIN (read %q)", n, got)
 	}
+}
+
+// upperSlowly is a fake backend's handler that answers 20 ms late (after
+// the FIN of a test client that half-closes at once), upper-cased.
+func upperSlowly(_ int, s string) (string, bool) {
+	time.Sleep(20 * time.Millisecond)
+	return strings.ToUpper(s), true
+}
+
+// halfCloseExchange sends out to p in one write, shuts down the write side,
+// and returns what came back until the proxy closed the connection.
+func halfCloseExchange(t *testing.T, p *Proxy, out []byte) []byte {
+	t.Helper()
+	nc, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	nc.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(nc) // until the proxy closes
+	if err != nil {
+		t.Fatalf("read: %v (%d answers before)", err, bytes.Count(got, []byte(`"type":2`)))
+	}
+	return got
+}
+
+// requests frames n requests of policy 7, srcid i and payload "hi<i>".
+func requests(framing codec.Framing, n int) []byte {
+	var out []byte
+	for i := range n {
+		out = codec.AppendFramed(out, framing, codec.AppendRequest(nil, int64(i), 7, fmt.Sprint("hi", i)))
+	}
+	return out
+}
+
+// tinyFlood is n requests of policy 7 ("held"), then 5-byte frames up to
+// 5 MiB: a client far past its in-flight cap and its buffer cap.
+func tinyFlood(n int) []byte {
+	var out []byte
+	for i := range n {
+		out = codec.AppendFramed(out, codec.Binary, codec.AppendRequest(nil, int64(i), 7, "held"))
+	}
+	frame := codec.AppendFramed(nil, codec.Binary, []byte("x"))
+	for len(out) < 5<<20 {
+		out = append(out, frame...)
+	}
+	return out
 }
