@@ -98,7 +98,8 @@ type Config struct {
 	// MaxConns caps the data connections open at once; one past it is
 	// closed as it opens. gnet stops a loop, and the server, when accept
 	// meets EMFILE: the cap keeps the descriptors under the open-files
-	// limit. Zero or negative: the limit less 64 and a sixteenth of it.
+	// limit. Zero: the limit less 64 and a sixteenth of it, which is also
+	// the most New takes; negative is refused.
 	MaxConns int
 	// Retry is the longest wait between attempts to (re)register. Zero or
 	// negative: 2s.

@@ -66,11 +66,18 @@ type Server struct {
 // New returns a backend server with cfg's defaults resolved; Start runs it.
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.resolve()
-	ctx, cancel := context.WithCancel(context.Background())
+	limit := gnetio.OpenFilesLimit()
+	most := defaultMaxConns(limit)
 	maxConns := cfg.MaxConns
-	if maxConns <= 0 {
-		maxConns = defaultMaxConns(gnetio.OpenFilesLimit())
+	switch {
+	case maxConns < 0:
+		return nil, fmt.Errorf("backend: MaxConns (-max-conns) %d is negative", maxConns)
+	case maxConns == 0:
+		maxConns = most
+	case maxConns > most:
+		return nil, fmt.Errorf("backend: MaxConns (-max-conns) %d is more than the open-files limit %d allows (%d): raise the limit (ulimit -n) or lower it", maxConns, limit, most)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg: cfg, maxConns: int64(maxConns), booted: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel, leases: map[string]*leaseHandle{},

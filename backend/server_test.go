@@ -15,6 +15,7 @@ import (
 
 	"github.com/prism-proxy/prism/client"
 	"github.com/prism-proxy/prism/codec"
+	"github.com/prism-proxy/prism/internal/gnetio"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -351,6 +352,17 @@ func TestDefaultMaxConns(t *testing.T) {
 	for _, tt := range []struct{ limit, want int }{{1024, 896}, {256, 176}, {20000, 18686}, {0, 1 << 20}, {40, 1}} {
 		if got := defaultMaxConns(tt.limit); got != tt.want {
 			t.Errorf("defaultMaxConns(%d) = %d; want %d", tt.limit, got, tt.want)
+		}
+	}
+}
+
+func TestMaxConnsOverLimitRefused(t *testing.T) {
+	if _, err := New(Config{MaxConns: -1}); err == nil {
+		t.Error("MaxConns -1 accepted")
+	}
+	if limit := gnetio.OpenFilesLimit(); limit > 0 {
+		if _, err := New(Config{MaxConns: defaultMaxConns(limit) + 1}); err == nil {
+			t.Errorf("MaxConns past the open-files limit %d accepted", limit)
 		}
 	}
 }

@@ -58,9 +58,10 @@ type inConn struct {
 	// Sent away by a handover (upgrade.go): since when (zero: not), and
 	// whether its write side is shut down (also by linger, lingering
 	// since lingerAt, loop clock).
-	awaySince time.Time
-	finSent   bool
-	lingerAt  int64
+	awaySince    time.Time
+	finSent      bool
+	lingerAt     int64 // linger: since when it waits (the last progress, or the FIN)
+	lingerUnsent int   // linger: gnet's unwritten bytes then
 
 	// lease
 	backend *pool.Backend
@@ -496,11 +497,8 @@ func (ic *inConn) flush() {
 		case ic.tail != nil && ic.queue.Len() == 0:
 			ic.tail.finish()
 			ic.tail = nil
+			ic.loop.metrics.n[mConns]-- // counted while its tail wrote (OnClose)
 		}
-		return
-	}
-	if ic.closing && ic.queue.Len() == 0 {
-		ic.linger(ic.loop.stamp)
 		return
 	}
 	if ic.gc.OutboundBuffered() > ic.loop.lim.outClose {
@@ -508,6 +506,10 @@ func (ic *inConn) flush() {
 		ic.loop.p.cfg.Logger.Debug("closing a client connection that does not read its answers",
 			"peer", ic.gc.RemoteAddr().String(), "unsent", ic.gc.OutboundBuffered(), "queued", ic.queue.Len())
 		ic.gc.Close() // the client does not read its replies
+		return
+	}
+	if ic.closing && ic.queue.Len() == 0 {
+		ic.linger(ic.loop.stamp)
 		return
 	}
 	if ic.paused && ic.canParse() {
@@ -560,32 +562,39 @@ func (ic *inConn) closed(gc gnet.Conn, err error) {
 // linger ends a connection the proxy closes once its answers are due
 // (closing, its queue empty): when gnet has written them all it shuts
 // down the write side (FIN), and what the peer still sends is dropped
-// (traffic) until it closes its end. Closing at once with input unread
-// would send a reset, and the peer could lose the last answers, the error
-// that says why among them. It is closed lingerFor after lingering began,
-// its answers written or not: a peer that does not read keeps neither its
-// slot nor gnet's buffer. scanConns calls it again until then.
+// (traffic) until it closes its end, lingerFor at most. Closing at once
+// with input unread would send a reset, and the peer could lose the last
+// answers, the error that says why among them. While its answers are
+// being written, a peer that reads none of them for twice the request
+// timeout and a second (as a half-closed client's tail allows) is closed:
+// one that does not read keeps neither its slot nor gnet's buffer; one
+// that reads slowly gets them all. scanConns calls it again until then.
 func (ic *inConn) linger(now int64) {
-	if ic.lingerAt == 0 {
-		ic.lingerAt = now
+	unsent := ic.gc.OutboundBuffered()
+	if ic.lingerAt == 0 || unsent < ic.lingerUnsent {
+		ic.lingerAt, ic.lingerUnsent = now, unsent // begun, or the peer read some
+	}
+	wait := 2*ic.loop.lim.timeout + int64(time.Second) // to read some: as a half-closed client's tail
+	if ic.finSent {
+		wait = int64(lingerFor)
 	}
 	switch {
 	case ic.role == roleLease: // its backend leaves rotation now, not when its peer closes
 		ic.gc.Close()
-	case now-ic.lingerAt > int64(lingerFor):
+	case now-ic.lingerAt > wait:
 		ic.gc.Close()
 	case ic.finSent:
-	case ic.out != nil || ic.gc.OutboundBuffered() > 0:
+	case ic.out != nil || unsent > 0:
 		// gnet writes the rest as the socket takes it
 	default:
 		if err := unix.Shutdown(ic.gc.Fd(), unix.SHUT_WR); err != nil {
 			ic.gc.Close()
 			return
 		}
-		ic.finSent = true
+		ic.finSent, ic.lingerAt = true, now
 	}
 }
 
-// lingerFor bounds how long a connection linger ends stays open, from
-// the first call: to write its answers, then for its peer to close its end.
+// lingerFor bounds how long linger waits, after the FIN, for the peer to
+// close its end.
 const lingerFor = 5 * time.Second

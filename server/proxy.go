@@ -570,9 +570,9 @@ func (p *proxy) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.loop.flush()
 	case *inConn:
 		x.closed(c, err)
-		x.loop.metrics.n[mConns]--
-		if x.tail == nil {
-			p.open.Add(-1) // a half-closed client's tail keeps its slot until it ends
+		if x.tail == nil { // a half-closed client's tail keeps its slot, and counts, until it ends
+			x.loop.metrics.n[mConns]--
+			p.open.Add(-1)
 		}
 		x.loop.flush()
 	case *wake:

@@ -327,6 +327,8 @@ func TestHalfCloseGetsEveryAnswer(t *testing.T) {
 					t.Fatalf("answer %d: %+v %v", i, m, err)
 				}
 			}
+			// Counted while its tail wrote, not after.
+			waitFor(t, "prism_connections back to the lease", 2*time.Second, func() bool { return p.Metrics().Snapshot().Conns == 1 })
 		})
 	}
 }
@@ -525,7 +527,10 @@ func TestHalfCloseBeforeFirstMessageParsed(t *testing.T) {
 		return n[0] > 0
 	})
 	nc.(*net.TCPConn).CloseWrite()
-	waitFor(t, "the FIN seen", 2*time.Second, func() bool { return p.Metrics().Snapshot().Conns <= 1 })
+	waitFor(t, "the FIN seen", 2*time.Second, func() bool {
+		n, _ := runOnLoops(context.Background(), p.p, func(l *loop) int { return len(l.conns) })
+		return n[0] <= 1 // the lease: the client's connection is closed, its tail writes
+	})
 	over(-1 << 40)
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(nc)
