@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -340,5 +342,22 @@ func acceptAndIgnore(ln net.Listener) {
 			return
 		}
 		go io.Copy(io.Discard, nc)
+	}
+}
+
+// The proxy's Go soft memory limit is twice -max-memory, unless
+// GOMEMLIMIT sets one.
+func TestSetMemoryLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT")
+	setMemoryLimit(64<<20, slog.New(slog.DiscardHandler))
+	if got := debug.SetMemoryLimit(-1); got != 128<<20 {
+		t.Fatalf("limit %d; want %d", got, 128<<20)
+	}
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	setMemoryLimit(32<<20, slog.New(slog.DiscardHandler))
+	if got := debug.SetMemoryLimit(-1); got != 128<<20 {
+		t.Fatalf("limit %d with GOMEMLIMIT set; want it left at %d", got, 128<<20)
 	}
 }
