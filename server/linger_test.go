@@ -27,15 +27,7 @@ func TestLingerClosesNonReader(t *testing.T) {
 	release := make(chan struct{})
 	big := strings.Repeat("y", 900<<10)
 	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { <-release; return big, true })
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return nil
-	}}
-	nc, err := d.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := dialSmallWindow(t, p)
 	go nc.Write(tinyFlood(inflight))
 	conns := func() (n int, closing int, outbuf int, fin int) {
 		r, _ := runOnLoops(context.Background(), p.p, func(l *loop) [4]int {
@@ -75,15 +67,7 @@ func TestLingerSlowReaderGetsAll(t *testing.T) {
 	p := startProxy(t, Config{Loops: 1, Timeout: time.Second})
 	big := strings.Repeat("y", 100<<10)
 	newFakeBackend(t, p, 1, 7, func(_ int, s string) (string, bool) { return big, true })
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return nil
-	}}
-	nc, err := d.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := dialSmallWindow(t, p)
 	out := append(requests(codec.Binary, replies), 0xff, 0xff, 0xff, 0xff) // then a length past -max-frame
 	if _, err := nc.Write(out); err != nil {
 		t.Fatal(err)
@@ -115,4 +99,20 @@ func TestLingerSlowReaderGetsAll(t *testing.T) {
 	if n := bytes.Count(got, []byte(`"type":2`)); n != replies || !bytes.Contains(got, []byte(codec.CodeTooLarge)) {
 		t.Fatalf("%d replies of %d, error %v, in %d bytes", n, replies, bytes.Contains(got, []byte(codec.CodeTooLarge)), len(got))
 	}
+}
+
+// dialSmallWindow connects to p with a 4 KiB receive buffer, so that what
+// the client does not read stays with the proxy. Closed when the test ends.
+func dialSmallWindow(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return nil
+	}}
+	nc, err := d.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
 }
